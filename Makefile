@@ -1,0 +1,106 @@
+# local-llm-server — one entry point for developers, CI and the operator.
+# `make help` lists the targets. Every target that CI workflows call is also exercised by `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+BIN         := $(VENV)/bin
+# Installed-requirements stamp: re-install only when a requirements file changes.
+VENV_STAMP  := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+export ANSIBLE_CONFIG := $(abspath ansible/ansible.cfg)
+
+ENV         ?= local
+IMAGE_TAG   ?=
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV_STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV_STAMP) ## Create .venv and install both requirement files
+
+.PHONY: lint
+lint: venv ## ruff, hadolint, ansible-lint, workflow schema + actionlint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	bash scripts/lint-extra.sh
+
+.PHONY: test-unit
+test-unit: venv ## Service and Ollama-double tests (no Docker needed)
+	$(BIN)/pytest tests/unit tests/workflows
+
+.PHONY: testbed-up
+testbed-up: venv ## Bring up the local testbed (dockerd, registry, sshd "Mac Mini", Ollama double); idempotent, root
+	bash testbed/up.sh
+
+.PHONY: testbed-down
+testbed-down: ## Stop and remove exactly what testbed-up created
+	bash testbed/down.sh
+
+.PHONY: test-image
+test-image: testbed-up ## Image and compose-stack tests on the testbed
+	$(BIN)/pytest tests/image
+
+.PHONY: test-molecule
+test-molecule: testbed-up ## molecule converge/idempotence/verify for every role
+	bash scripts/molecule-all.sh
+
+.PHONY: test-e2e
+test-e2e: testbed-up ## The real playbooks over SSH against the testbed
+	$(BIN)/pytest tests/e2e
+
+.PHONY: test
+test: lint test-unit test-image test-molecule test-e2e ## Everything CI runs (installs and starts what it needs)
+
+.PHONY: image
+image: testbed-up ## Build the service image and push :sha-<hash> (+ :staging) to the testbed registry
+	bash scripts/build-push.sh
+
+.PHONY: deploy
+deploy: venv ## Deploy IMAGE_TAG to ENV (local|staging|production) with ansible/deploy.yml
+	@test -n "$(IMAGE_TAG)" || { echo "IMAGE_TAG is required, e.g. make deploy ENV=staging IMAGE_TAG=sha-abc1234" >&2; exit 2; }
+	$(BIN)/ansible-playbook ansible/deploy.yml -i inventories/$(ENV) -e image_tag=$(IMAGE_TAG)
+
+.PHONY: verify
+verify: venv ## Read-only health report of ENV's host, Ollama, cloudflared and stacks
+	$(BIN)/ansible-playbook ansible/verify.yml -i inventories/$(ENV)
+
+.PHONY: rollback
+rollback: venv ## Roll ENV back to the previous release (or IMAGE_TAG when given)
+	$(BIN)/ansible-playbook ansible/rollback.yml -i inventories/$(ENV) $(if $(IMAGE_TAG),-e image_tag=$(IMAGE_TAG))
+
+.PHONY: run-local
+run-local: venv ## Run the service with hot reload on :8080 (APP_ENV=local)
+	cd service && APP_ENV=local ../$(BIN)/uvicorn app.main:app --reload --port 8080
+
+.PHONY: double
+double: venv ## Run the Ollama double on 127.0.0.1:11434
+	$(PY) -m tests.fakes.ollama --port 11434 --model $${MODEL_NAME:-llama3.2:1b}
+
+.PHONY: bench-service
+bench-service: venv ## Added latency / throughput of the service vs the double (one run, side by side)
+	$(PY) bench/service.py
+
+.PHONY: bench-image
+bench-image: testbed-up ## Image size over base and start-to-healthy time
+	$(PY) bench/image.py
+
+.PHONY: bench-deploy
+bench-deploy: testbed-up ## Deploy, rerun, rollback timings and unavailability on the testbed
+	$(PY) bench/deploy.py
+
+.PHONY: demo
+demo: venv ## The whole pipeline on the local testbed: build, push, deploy both envs, verify, chat, rollback
+	bash scripts/demo.sh
+
+.PHONY: demo-down
+demo-down: ## Remove what make demo started (stacks and testbed)
+	bash scripts/demo.sh down
