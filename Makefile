@@ -11,8 +11,11 @@ VENV_STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible/ansible.cfg)
 
+# Which inventory (local = the testbed) and, for the testbed that plays both, which stack (staging|production).
 ENV         ?= local
+STACK       ?=
 IMAGE_TAG   ?=
+PLAYBOOK_ARGS = -i inventories/$(ENV) $(if $(STACK),-e app_env=$(STACK))
 
 .PHONY: help
 help: ## List the targets
@@ -65,17 +68,25 @@ image: testbed-up ## Build the service image and push :sha-<hash> (+ :staging) t
 	bash scripts/build-push.sh
 
 .PHONY: deploy
-deploy: venv ## Deploy IMAGE_TAG to ENV (local|staging|production) with ansible/deploy.yml
+deploy: venv ## Deploy IMAGE_TAG with ansible/deploy.yml to ENV (staging|production|local+STACK)
 	@test -n "$(IMAGE_TAG)" || { echo "IMAGE_TAG is required, e.g. make deploy ENV=staging IMAGE_TAG=sha-abc1234" >&2; exit 2; }
-	$(BIN)/ansible-playbook ansible/deploy.yml -i inventories/$(ENV) -e image_tag=$(IMAGE_TAG)
+	$(BIN)/ansible-playbook ansible/deploy.yml $(PLAYBOOK_ARGS) -e image_tag=$(IMAGE_TAG)
 
 .PHONY: verify
 verify: venv ## Read-only health report of ENV's host, Ollama, cloudflared and stacks
 	$(BIN)/ansible-playbook ansible/verify.yml -i inventories/$(ENV)
 
 .PHONY: rollback
-rollback: venv ## Roll ENV back to the previous release (or IMAGE_TAG when given)
-	$(BIN)/ansible-playbook ansible/rollback.yml -i inventories/$(ENV) $(if $(IMAGE_TAG),-e image_tag=$(IMAGE_TAG))
+rollback: venv ## Roll back ENV(+STACK) to the previous successful release, or to IMAGE_TAG when given
+	$(BIN)/ansible-playbook ansible/rollback.yml $(PLAYBOOK_ARGS) $(if $(IMAGE_TAG),-e image_tag=$(IMAGE_TAG))
+
+.PHONY: ssh-setup
+ssh-setup: ## CI: write DEPLOY_SSH_KEY and the pinned DEPLOY_KNOWN_HOSTS into ~/.ssh (or SSH_DIR)
+	bash scripts/ci-ssh-setup.sh
+
+.PHONY: promote
+promote: ## CI: retag IMAGE_REPOSITORY:IMAGE_TAG as :latest without rebuilding (digest checked)
+	bash scripts/promote.sh
 
 .PHONY: run-local
 run-local: venv ## Run the service with hot reload on :8080 (APP_ENV=local)

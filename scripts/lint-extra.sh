@@ -3,3 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
+# GitHub workflows: the official schema, then actionlint (expressions, action inputs, deprecated runtimes).
+$BIN/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+$BIN/actionlint .github/workflows/*.yml
