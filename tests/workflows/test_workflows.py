@@ -1,0 +1,208 @@
+"""The GitHub workflows cannot drift from the code they call.
+
+Every `run:` step is read; `make` calls are expanded with `make -n` (the real recipe, not a copy of
+it), and every resulting `ansible-playbook` command must name an existing playbook and inventory and pass
+only variables that the playbook's roles declare. Secrets and variables must be documented in the README
+table, deploy jobs must sit behind their GitHub Environment, and third-party actions must be pinned.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+# Values a workflow expression would supply at run time; only their shape matters to the expansion.
+EXPRESSION_SAMPLES = {"IMAGE_TAG": "sha-0123abc", "TARGET_ENV": "staging"}
+AUTOMATIC_SECRETS = {"GITHUB_TOKEN"}  # created by GitHub for every run
+
+
+def load(path: Path) -> dict:
+    data = yaml.safe_load(path.read_text())
+    # PyYAML reads the bare key `on` as the boolean True.
+    data["on"] = data.pop(True, data.get("on"))
+    return data
+
+
+def steps(workflow: dict):
+    for job_name, job in workflow["jobs"].items():
+        for step in job.get("steps", []):
+            yield job_name, job, step
+
+
+def run_commands(workflow: dict):
+    """Each shell line of each `run:` step, with `${VAR}`/`$VAR` filled from the step env or samples."""
+    for job_name, _job, step in steps(workflow):
+        if "run" not in step:
+            continue
+        env = {k: EXPRESSION_SAMPLES.get(k, f"<{k}>") for k in step.get("env", {})}
+        for line in step["run"].splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            filled = re.sub(r"\$\{?([A-Z_]+)\}?", lambda m, env=env: env.get(m.group(1), m.group(0)), line)
+            yield job_name, step, filled
+
+
+def make_targets() -> set[str]:
+    text = (ROOT / "Makefile").read_text()
+    return set(re.findall(r"^([a-zA-Z0-9_.-]+):(?!=)", text, flags=re.M))
+
+
+def expand_make(argv: list[str]) -> list[list[str]]:
+    """The commands `make` would run for argv (dry run: nothing executes)."""
+    cmd = ["make", "-n", "--no-print-directory", *argv[1:]]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return [shlex.split(line) for line in out.splitlines() if line.strip()]
+
+
+def ansible_commands(workflow: dict) -> list[tuple[str, list[str]]]:
+    found = []
+    for job_name, _step, line in run_commands(workflow):
+        argv = shlex.split(line)
+        if argv and argv[0] == "make":
+            expanded = expand_make(argv)
+            found += [(job_name, cmd) for cmd in expanded if cmd and cmd[0].endswith("ansible-playbook")]
+        elif argv and argv[0].endswith("ansible-playbook"):
+            found.append((job_name, argv))
+    return found
+
+
+def parse_playbook_call(argv: list[str]) -> tuple[str, str, list[str]]:
+    playbook, inventory, extra = None, None, []
+    args = iter(argv[1:])
+    for arg in args:
+        if arg in ("-i", "--inventory"):
+            inventory = next(args)
+        elif arg in ("-e", "--extra-vars"):
+            extra += [pair.split("=", 1)[0] for pair in shlex.split(next(args))]
+        elif arg.endswith(".yml"):
+            playbook = arg
+    return playbook, inventory, extra
+
+
+def roles_of(playbook: Path) -> set[str]:
+    text = playbook.read_text()
+    names = set(re.findall(r"(?:role|name):\s*([a-z_]+)\s*$", text, flags=re.M))
+    names |= set(re.findall(r"^\s*-\s*([a-z_]+)\s*$", text, flags=re.M))
+    roles_dir = ROOT / "ansible" / "roles"
+    return {n for n in names if (roles_dir / n).is_dir()}
+
+
+def accepted_variables(playbook: Path) -> set[str]:
+    """Variables the playbook's roles declare (defaults and argument specs) plus the play's own vars."""
+    accepted: set[str] = set()
+    for role in roles_of(playbook):
+        role_dir = ROOT / "ansible" / "roles" / role
+        defaults = role_dir / "defaults" / "main.yml"
+        if defaults.exists():
+            accepted |= set((yaml.safe_load(defaults.read_text()) or {}).keys())
+        specs = role_dir / "meta" / "argument_specs.yml"
+        if specs.exists():
+            for spec in (yaml.safe_load(specs.read_text()) or {}).get("argument_specs", {}).values():
+                accepted |= set(spec.get("options", {}))
+    for play in yaml.safe_load(playbook.read_text()) or []:
+        accepted |= set(play.get("vars", {}) or {})
+    return accepted
+
+
+def readme_table_names() -> set[str]:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Secrets and variables", 1)
+    assert len(section) == 2, "README.md needs a '## Secrets and variables' section"
+    body = section[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\|\s*`([A-Z][A-Z0-9_]+)`", body, flags=re.M))
+
+
+def test_workflows_exist():
+    names = {p.name for p in WORKFLOWS}
+    assert {"ci.yml", "deploy-staging.yml", "deploy-production.yml", "rollback.yml"} <= names
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_make_calls_name_existing_targets(path):
+    targets = make_targets()
+    calls = [shlex.split(line) for _j, _s, line in run_commands(load(path)) if line.startswith("make")]
+    for argv in calls:
+        named = [a for a in argv[1:] if "=" not in a and not a.startswith("-")]
+        assert named, f"{path.name}: bare `make` runs the default target; name one"
+        for target in named:
+            assert target in targets, f"{path.name}: make target {target!r} is not in the Makefile"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_playbook_calls_match_the_code(path):
+    for job, argv in ansible_commands(load(path)):
+        playbook, inventory, extra = parse_playbook_call(argv)
+        assert playbook and (ROOT / playbook).is_file(), f"{path.name}/{job}: no playbook {playbook}"
+        assert inventory and (ROOT / inventory).exists(), f"{path.name}/{job}: no inventory {inventory}"
+        unknown = set(extra) - accepted_variables(ROOT / playbook)
+        assert not unknown, f"{path.name}/{job}: {playbook} does not declare {sorted(unknown)}"
+
+
+def test_deploy_workflows_call_ansible():
+    """The expansion above is not vacuous: each deploy workflow really reaches a playbook."""
+    for name in ("deploy-staging.yml", "deploy-production.yml", "rollback.yml"):
+        assert ansible_commands(load(ROOT / ".github" / "workflows" / name)), name
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_secret_and_variable_is_documented(path):
+    used = set(re.findall(r"\$\{\{\s*(?:secrets|vars)\.([A-Z0-9_]+)", path.read_text())) - AUTOMATIC_SECRETS
+    missing = used - readme_table_names()
+    assert not missing, f"{path.name} uses {sorted(missing)} but README's secrets/variables table lacks them"
+
+
+def test_production_deploy_waits_for_the_environment_gate():
+    wf = load(ROOT / ".github" / "workflows" / "deploy-production.yml")
+    deploy_jobs = [job for job in wf["jobs"].values() if ansible_commands({"jobs": {"job": job}})]
+    assert deploy_jobs, "no job in deploy-production.yml runs a playbook"
+    for job in deploy_jobs:
+        assert job.get("environment") == "production"
+    assert "main" in wf["on"]["push"]["branches"]
+
+
+def test_staging_deploy_sequence():
+    wf = load(ROOT / ".github" / "workflows" / "deploy-staging.yml")
+    assert wf["on"]["push"]["branches"] == ["staging"]
+    jobs = wf["jobs"]
+    assert jobs["test"]["uses"] == "./.github/workflows/ci.yml"
+    assert jobs["build"]["needs"] == "test" and jobs["deploy"]["needs"] == "build"
+    assert jobs["build"]["permissions"]["packages"] == "write"
+    uses = [s.get("uses", "") for s in jobs["deploy"]["steps"]]
+    tailscale = next(s for s in jobs["deploy"]["steps"] if "tailscale/github-action" in s.get("uses", ""))
+    assert tailscale["with"]["tags"] == "tag:ci"
+    assert uses.index(tailscale["uses"]) < len(uses) - 1, "the tailnet must be joined before the deploy"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_least_privilege_and_serialised_deploys(path):
+    wf = load(path)
+    assert wf.get("permissions") == {"contents": "read"}, "top-level permissions must be read-only"
+    for name, job in wf["jobs"].items():
+        if (job.get("permissions") or {}).get("packages") == "write":
+            assert name in ("build", "promote"), f"{path.name}/{name} should not write packages"
+    if path.name != "ci.yml":
+        assert wf["concurrency"]["cancel-in-progress"] is False
+        assert wf["concurrency"]["group"].startswith("deploy-")
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_third_party_actions_are_pinned_to_a_commit(path):
+    for _job, _jobdef, step in steps(load(path)):
+        ref = step.get("uses", "")
+        if not ref or ref.startswith(("./", "actions/")):
+            continue  # local or GitHub's own actions
+        pinned = re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", ref)
+        assert pinned, f"{path.name}: {ref} is not pinned to a commit SHA"
+
+
+def test_no_step_disables_host_key_checking():
+    for path in WORKFLOWS:
+        assert "StrictHostKeyChecking=no" not in path.read_text(), path.name
