@@ -110,8 +110,8 @@ bench-deploy: testbed-up ## Deploy, rerun, rollback timings and unavailability o
 
 .PHONY: demo
 demo: venv ## The whole pipeline on the local testbed: build, push, deploy both envs, verify, chat, rollback
-	bash scripts/demo.sh
+	$(PY) scripts/demo.py
 
 .PHONY: demo-down
 demo-down: ## Remove what make demo started (stacks and testbed)
-	bash scripts/demo.sh down
+	python3 scripts/demo.py down
