@@ -1,0 +1,93 @@
+"""Application factory. Start with `uvicorn app.main:app` from service/ (settings: config.py, routes: routes.py)."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+
+from .auth import AccessVerifier
+from .config import ConfigError, Settings, load_settings
+from .errors import error_response
+from .limits import ClientKey, ConcurrencyGate, RateLimiter
+from .logs import setup_logging
+from .metrics import Metrics
+from .middleware import AccessAuth, RateLimit, RequestContext
+from .routes import build_router
+from .upstream import Upstream
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    setup_logging(settings.log_level)
+    metrics = Metrics()
+    upstream = Upstream(settings, metrics)
+    gate = ConcurrencyGate(settings.max_concurrent, settings.max_queue, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await upstream.start()  # one pooled client for the app's lifetime
+        try:
+            yield
+        finally:
+            await upstream.close()
+
+    app = FastAPI(
+        title="local-llm-server gateway",
+        version=settings.app_version,
+        description="Ollama- and OpenAI-compatible gateway in front of one Ollama (see routes.py).",
+        lifespan=lifespan,
+        docs_url=None,  # no CDN-loaded UI on a production API; /openapi.json stays
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    router = build_router(settings, upstream, gate, metrics)
+    app.include_router(router)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc: StarletteHTTPException):
+        # 404/405 for paths we do not serve, in the family's format (Ollama: {"error": ...}).
+        return error_response(request.url.path, exc.status_code, str(exc.detail), headers=exc.headers)
+
+    # Middleware: the last added is the outermost.
+    if settings.rate_limit_per_minute > 0:
+        app.add_middleware(
+            RateLimit,
+            limiter=RateLimiter(settings.rate_limit_per_minute),
+            client_key=ClientKey(settings.trusted_proxies),
+            per_minute=settings.rate_limit_per_minute,
+            metrics=metrics,
+        )
+    if settings.jwt_enabled:
+        verifier = AccessVerifier(
+            settings.cf_access_aud, settings.cf_access_certs_url, settings.cf_access_jwks_ttl, upstream
+        )
+        app.add_middleware(AccessAuth, verifier=verifier, metrics=metrics)
+    if settings.allowed_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "HEAD", "POST", "OPTIONS"],
+            allow_headers=["content-type", "authorization", "x-request-id"],
+            expose_headers=["x-request-id", "retry-after"],
+            max_age=600,
+        )
+    # Metric labels: the known route templates (anything else is counted as "other").
+    routes = frozenset([app.openapi_url, *(route.path for route in router.routes)])
+    app.add_middleware(RequestContext, metrics=metrics, routes=routes)
+    return app
+
+
+def _main_app() -> FastAPI:
+    try:
+        return create_app()
+    except ConfigError as exc:
+        # uvicorn imports this module: exit with one readable line instead of a traceback.
+        sys.stderr.write(f"configuration error: {exc}\n")
+        raise SystemExit(2) from None
+
+
+app = _main_app()

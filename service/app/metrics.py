@@ -1,0 +1,51 @@
+"""Prometheus metrics (prometheus_client), exposed at GET /metrics.
+
+Labels use the route template, never the raw path, so an attacker cannot blow up the series count.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+# The *_created series double the output and nobody queries them.
+disable_created_metrics()
+
+# One registry per app instance (tests start several apps in one process).
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "gateway_requests_total", "Requests answered", ["route", "method", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "gateway_request_duration_seconds",
+            "Time from request to the end of the response (streams included)",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=self.registry,
+        )
+        self.first_chunk = Histogram(
+            "gateway_time_to_first_chunk_seconds",
+            "Time from request to the first chunk produced by Ollama (not the early empty chunk)",
+            ["route"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "gateway_queue_depth", "Generations waiting for a concurrency slot", registry=self.registry
+        )
+        self.in_flight = Gauge("gateway_generations_in_flight", "Generations running upstream", registry=self.registry)
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors_total",
+            "Failures talking to Ollama, by kind (connect, timeout, status_5xx, stream)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "gateway_rejected_total",
+            "Requests refused before reaching Ollama, by reason (queue_full, rate_limited, auth, model)",
+            ["reason"],
+            registry=self.registry,
+        )

@@ -1,0 +1,314 @@
+"""Talking to Ollama: one pooled httpx client, error mapping, and the gated (streaming) generation response.
+
+Bodies are forwarded as the client sent them (the routes only peek at `model` and `stream`), and only a minimal
+allow-list of headers goes upstream: never the browser's Origin (Ollama refuses origins outside OLLAMA_ORIGINS),
+never the Access JWT or cookies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from datetime import UTC, datetime
+
+import httpx
+from starlette.responses import Response
+
+from .config import Settings
+from .errors import error_body, error_response, is_openai
+from .limits import ConcurrencyGate, QueueFull
+from .metrics import Metrics
+
+JSON_HEADERS = {"content-type": "application/json"}
+# Streams must reach the client chunk by chunk: nginx honours X-Accel-Buffering, cloudflared flushes
+# text/event-stream and (since 2025.4.1) application/x-ndjson and responses without Content-Length.
+STREAM_HEADERS = [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
+
+
+class UpstreamError(Exception):
+    def __init__(self, status: int, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+
+
+def upstream_message(content: bytes) -> str:
+    """The error text inside an Ollama ({"error": "..."}) or OpenAI-style ({"error": {"message"}}) body."""
+    try:
+        err = json.loads(content).get("error")
+    except (ValueError, AttributeError):
+        err = None
+    if isinstance(err, dict):
+        err = err.get("message")
+    if isinstance(err, str) and err:
+        return err
+    return content[:300].decode("utf-8", "replace") or "empty response"
+
+
+class Upstream:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.base_url = settings.ollama_base_url
+        self.settings = settings
+        self.metrics = metrics
+        self.client: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self.client = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(connect=s.ollama_connect_timeout, read=s.ollama_read_timeout, write=30, pool=None),
+            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30),
+            # No proxy from the environment, no compression: chunks pass through byte for byte.
+            trust_env=False,
+            headers={"accept-encoding": "identity", "user-agent": "local-llm-gateway"},
+        )
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+    def map_exception(self, exc: httpx.HTTPError) -> UpstreamError:
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return UpstreamError(503, f"cannot reach Ollama at {self.base_url}: {exc or type(exc).__name__}", "connect")
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamError(504, f"Ollama at {self.base_url} timed out ({type(exc).__name__})", "timeout")
+        return UpstreamError(502, f"error talking to Ollama at {self.base_url}: {exc!r}", "protocol")
+
+    async def request(self, method: str, path: str, body: bytes | None = None, timeouts=None) -> httpx.Response:
+        """A whole (non-streamed) exchange; 5xx and transport errors become UpstreamError."""
+        assert self.client is not None
+        try:
+            resp = await self.client.request(
+                method,
+                path,
+                content=body,
+                headers=JSON_HEADERS if body is not None else None,
+                timeout=timeouts or httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.HTTPError as exc:
+            err = self.map_exception(exc)
+            self.metrics.upstream_errors.labels(err.kind).inc()
+            raise err from None
+        if resp.status_code >= 500:
+            self.metrics.upstream_errors.labels("status_5xx").inc()
+            raise UpstreamError(502, f"Ollama answered {resp.status_code}: {upstream_message(resp.content)}", "5xx")
+        return resp
+
+    def error(self, path: str, err: UpstreamError) -> Response:
+        return error_response(path, err.status, err.message, code=err.kind)
+
+
+def passthrough(resp: httpx.Response) -> Response:
+    return Response(resp.content, status_code=resp.status_code, media_type=resp.headers.get("content-type"))
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def early_chunk(kind: str, model: str) -> bytes:
+    """A first chunk that every client parses and that carries no content.
+
+    Ollama chat chunks must have a `message` (the ollama client's model requires it), generate chunks a
+    `response`; on /v1 an SSE comment line, which SSE parsers (the openai client included) skip by definition.
+    """
+    if kind == "chat":
+        obj = {"model": model, "created_at": _now_iso(), "message": {"role": "assistant", "content": ""}, "done": False}
+    elif kind == "generate":
+        obj = {"model": model, "created_at": _now_iso(), "response": "", "done": False}
+    else:
+        return b": waiting for the model\n\n"
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+def error_chunk(path: str, message: str) -> bytes:
+    """The last line of a stream that failed after it began (status 200 is already sent)."""
+    if is_openai(path):
+        return b"data: " + error_body(path, 502, message) + b"\n\n"
+    return json.dumps({"error": message}).encode() + b"\n"
+
+
+class Generation(Response):
+    """ASGI response for /api/chat, /api/generate and /v1/chat/completions.
+
+    It holds a concurrency slot for the whole upstream exchange, watches for the client leaving (then the upstream
+    request is closed at once, which makes Ollama stop generating), and when streaming, sends a first empty chunk if
+    Ollama is silent for FIRST_CHUNK_DEADLINE.
+    """
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        gate: ConcurrencyGate,
+        *,
+        path: str,
+        body: bytes,
+        kind: str,
+        model: str,
+        stream: bool,
+        started: float,
+    ) -> None:
+        self.upstream = upstream
+        self.gate = gate
+        self.path = path
+        self.body = body
+        self.kind = kind
+        self.model = model
+        self.stream = stream
+        self.started = started
+        self.background = None  # FastAPI attaches background tasks to a returned Response
+
+    async def __call__(self, scope, receive, send) -> None:
+        pump = asyncio.ensure_future(self._pump(send))
+        watch = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+            if not pump.done():
+                pump.cancel()  # the client left: closing the upstream response stops Ollama
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump  # re-raises a real error from the pump
+
+    async def _pump(self, send) -> None:
+        try:
+            await self.gate.acquire()
+        except QueueFull:
+            self.upstream.metrics.rejected.labels("queue_full").inc()
+            retry = str(self.upstream.settings.busy_retry_after)
+            msg = "server busy, please try again: the generation queue is full"
+            body = error_body(self.path, 503, msg)
+            await _send_whole(send, 503, body, "application/json", [(b"retry-after", retry.encode())])
+            return
+        try:
+            if self.stream:
+                await self._streamed(send)
+            else:
+                await self._buffered(send)
+        finally:
+            self.gate.release()
+
+    def _request(self) -> httpx.Request:
+        assert self.upstream.client is not None
+        return self.upstream.client.build_request("POST", self.path, content=self.body, headers=JSON_HEADERS)
+
+    async def _buffered(self, send) -> None:
+        metrics = self.upstream.metrics
+        try:
+            resp = await self.upstream.client.send(self._request())
+        except httpx.HTTPError as exc:
+            err = self.upstream.map_exception(exc)
+            metrics.upstream_errors.labels(err.kind).inc()
+            await _send_whole(send, err.status, error_body(self.path, err.status, err.message), "application/json")
+            return
+        metrics.first_chunk.labels(self.path).observe(time.perf_counter() - self.started)
+        if resp.status_code >= 500:
+            metrics.upstream_errors.labels("status_5xx").inc()
+            msg = f"Ollama answered {resp.status_code}: {upstream_message(resp.content)}"
+            await _send_whole(send, 502, error_body(self.path, 502, msg), "application/json")
+            return
+        ctype = resp.headers.get("content-type", "application/json")
+        await _send_whole(send, resp.status_code, resp.content, ctype)
+
+    async def _open(self):
+        """Send the request and wait for the first body chunk; returns (response, chunk iterator, first chunk)."""
+        resp = await self.upstream.client.send(self._request(), stream=True)
+        try:
+            if resp.status_code != 200:
+                await resp.aread()
+                return resp, None, b""
+            chunks = resp.aiter_raw()
+            try:
+                first = await chunks.__anext__()
+            except StopAsyncIteration:
+                first = b""
+            return resp, chunks, first
+        except BaseException:
+            await resp.aclose()
+            raise
+
+    async def _streamed(self, send) -> None:
+        metrics = self.upstream.metrics
+        default_type = b"text/event-stream" if self.kind == "openai" else b"application/x-ndjson"
+        opener = asyncio.ensure_future(self._open())
+        resp = None
+        committed = False
+        try:
+            await asyncio.wait((opener,), timeout=self.upstream.settings.first_chunk_deadline)
+            if not opener.done():
+                # Ollama is still loading the model or reading the prompt: show the client the stream is alive.
+                await send({"type": "http.response.start", "status": 200, "headers": _stream_headers(default_type)})
+                early = early_chunk(self.kind, self.model)
+                await send({"type": "http.response.body", "body": early, "more_body": True})
+                committed = True
+            try:
+                resp, chunks, first = await opener
+            except httpx.HTTPError as exc:
+                err = self.upstream.map_exception(exc)
+                metrics.upstream_errors.labels(err.kind).inc()
+                await self._fail(send, committed, err.status, err.message)
+                return
+            if resp.status_code != 200:
+                if resp.status_code >= 500:
+                    metrics.upstream_errors.labels("status_5xx").inc()
+                    msg = f"Ollama answered {resp.status_code}: {upstream_message(resp.content)}"
+                    await self._fail(send, committed, 502, msg)
+                elif committed:
+                    await self._fail(send, committed, resp.status_code, upstream_message(resp.content))
+                else:  # 4xx (unknown model upstream, bad request) passes through as Ollama wrote it
+                    ctype = resp.headers.get("content-type", "application/json")
+                    await _send_whole(send, resp.status_code, resp.content, ctype)
+                return
+            metrics.first_chunk.labels(self.path).observe(time.perf_counter() - self.started)
+            if not committed:
+                ctype = resp.headers.get("content-type", "").encode() or default_type
+                await send({"type": "http.response.start", "status": 200, "headers": _stream_headers(ctype)})
+                committed = True
+            if first:
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+            try:
+                async for chunk in chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except httpx.HTTPError as exc:
+                metrics.upstream_errors.labels("stream").inc()
+                msg = f"Ollama stream broke off: {self.upstream.map_exception(exc).message}"
+                await send({"type": "http.response.body", "body": error_chunk(self.path, msg), "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            if not opener.done():
+                opener.cancel()
+                with contextlib.suppress(BaseException):
+                    await opener
+            if resp is None and opener.done() and not opener.cancelled() and opener.exception() is None:
+                resp = opener.result()[0]
+            if resp is not None:
+                await resp.aclose()
+
+    async def _fail(self, send, committed: bool, status: int, message: str) -> None:
+        if committed:
+            await send({"type": "http.response.body", "body": error_chunk(self.path, message), "more_body": False})
+        else:
+            await _send_whole(send, status, error_body(self.path, status, message), "application/json")
+
+
+def _stream_headers(ctype: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", ctype), *STREAM_HEADERS]
+
+
+async def _send_whole(send, status: int, body: bytes, ctype: str, extra=()) -> None:
+    headers = [(b"content-type", ctype.encode()), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _wait_disconnect(receive) -> None:
+    # The body was read by the route, so the next message uvicorn delivers is the disconnect.
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
