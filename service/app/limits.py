@@ -27,9 +27,12 @@ class ConcurrencyGate:
         self._waiting = 0
         self._metrics = metrics
 
+    def full(self) -> bool:
+        return self._sem.locked() and self._waiting >= self._max_queue
+
     async def acquire(self) -> None:
         if self._sem.locked():
-            if self._waiting >= self._max_queue:
+            if self.full():
                 raise QueueFull
             self._waiting += 1
             self._metrics.queue_depth.set(self._waiting)

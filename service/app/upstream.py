@@ -176,22 +176,27 @@ class Generation(Response):
                 await pump  # re-raises a real error from the pump
 
     async def _pump(self, send) -> None:
+        self._held = False
         try:
-            await self.gate.acquire()
-        except QueueFull:
-            self.upstream.metrics.rejected.labels("queue_full").inc()
-            retry = str(self.upstream.settings.busy_retry_after)
-            msg = "server busy, please try again: the generation queue is full"
-            body = error_body(self.path, 503, msg)
-            await _send_whole(send, 503, body, "application/json", [(b"retry-after", retry.encode())])
-            return
-        try:
-            if self.stream:
+            if self.gate.full():
+                await self._busy(send)
+            elif self.stream:
                 await self._streamed(send)
             else:
                 await self._buffered(send)
         finally:
-            self.gate.release()
+            if self._held:
+                self.gate.release()
+
+    async def _acquire(self) -> None:
+        await self.gate.acquire()  # raises QueueFull before waiting, or waits (cancellable) for a slot
+        self._held = True
+
+    async def _busy(self, send) -> None:
+        self.upstream.metrics.rejected.labels("queue_full").inc()
+        retry = str(self.upstream.settings.busy_retry_after)
+        body = error_body(self.path, 503, "server busy, please try again: the generation queue is full")
+        await _send_whole(send, 503, body, "application/json", [(b"retry-after", retry.encode())])
 
     def _request(self) -> httpx.Request:
         assert self.upstream.client is not None
@@ -199,6 +204,11 @@ class Generation(Response):
 
     async def _buffered(self, send) -> None:
         metrics = self.upstream.metrics
+        try:
+            await self._acquire()
+        except QueueFull:
+            await self._busy(send)
+            return
         try:
             resp = await self.upstream.client.send(self._request())
         except httpx.HTTPError as exc:
@@ -216,7 +226,12 @@ class Generation(Response):
         await _send_whole(send, resp.status_code, resp.content, ctype)
 
     async def _open(self):
-        """Send the request and wait for the first body chunk; returns (response, chunk iterator, first chunk)."""
+        """Wait for a slot, send the request and wait for the first body chunk.
+
+        Returns (response, chunk iterator, first chunk). The early-chunk deadline covers all three, so a client
+        waiting in the queue also sees its stream start.
+        """
+        await self._acquire()
         resp = await self.upstream.client.send(self._request(), stream=True)
         try:
             if resp.status_code != 200:
@@ -248,6 +263,12 @@ class Generation(Response):
                 committed = True
             try:
                 resp, chunks, first = await opener
+            except QueueFull:  # the queue filled up between the check in _pump and our turn
+                if committed:
+                    await self._fail(send, committed, 503, "server busy, please try again")
+                else:
+                    await self._busy(send)
+                return
             except httpx.HTTPError as exc:
                 err = self.upstream.map_exception(exc)
                 metrics.upstream_errors.labels(err.kind).inc()
