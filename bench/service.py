@@ -322,6 +322,7 @@ def main() -> int:
     parser.add_argument("--token-delay", type=float, default=0.005, help="seconds between streamed tokens")
     parser.add_argument("--log-level", default="INFO", help="the service's LOG_LEVEL (default INFO, as deployed)")
     parser.add_argument("--python-load", action="store_true", help="use the Python load generator even with wrk")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the double's and the service's logs")
     args = parser.parse_args()
 
     use_wrk = shutil.which("wrk") is not None and not args.python_load
@@ -329,7 +330,10 @@ def main() -> int:
     body = json.dumps({**CHAT_BODY, "model": args.model}).encode()
 
     with ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-service-")))
+        if args.keep_logs:
+            workdir = Path(tempfile.mkdtemp(prefix="bench-service-"))
+        else:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-service-")))
         print(f"machine: {machine()}\nload generator: {generator}\nlogs: {workdir}", file=sys.stderr)
         double = start_double(stack, args.model, workdir)
         service = start_service(stack, args.model, double, workdir, args.log_level)
