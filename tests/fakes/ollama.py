@@ -8,7 +8,8 @@ The contract other parts rely on is written down in the README section "Ollama d
   deterministic tokens ("tok0", " tok1", ...; see :func:`expected_text`) after ``first_token_delay`` seconds
   (nothing at all, not even the status line, is sent before it: that is how a cold model load looks to a
   proxy) and ``token_delay`` seconds between tokens.
-* ``status`` != 200 makes every ``/api/*`` and ``/v1/*`` route answer that status with Ollama's error body;
+* ``status`` != 200 makes every ``/api/*`` and ``/v1/*`` route answer that status with Ollama's error body
+  (generation routes only after ``first_token_delay``, like a model that fails to load);
   ``error_after_tokens=N`` streams N tokens then ends the stream with an error line (status stays 200).
 * Every request except ``/_double/*`` is recorded (:class:`RecordedRequest`), including whether its client
   went away before the response was complete (``cancelled``): the connection is watched while waiting and
@@ -53,6 +54,7 @@ MAX_RECORDS = 10_000
 # Ollama's 404 text for a model that is not pulled (server/routes.go).
 _NOT_FOUND = "model '{}' not found"
 _CONTROL_PREFIX = "/_double/"
+_GENERATION_PATHS = frozenset({"/api/chat", "/api/generate", "/v1/chat/completions"})
 _MANAGEMENT_ROUTES = {
     ("POST", "/api/pull"),
     ("POST", "/api/push"),
@@ -167,9 +169,7 @@ class _State:
     def configure(self, **changes: Any) -> DoubleConfig:
         unknown = set(changes) - DoubleConfig.keys()
         if unknown:
-            raise ValueError(
-                f"unknown double setting(s): {sorted(unknown)}; known: {sorted(DoubleConfig.keys())}"
-            )
+            raise ValueError(f"unknown double setting(s): {sorted(unknown)}; known: {sorted(DoubleConfig.keys())}")
         with self.lock:
             # Replace the object wholesale: a request in flight keeps the snapshot it started with.
             self.config = dataclasses.replace(self.config, **changes).validated()
@@ -302,7 +302,8 @@ class _App:
                 await out.text(404, "404 page not found")  # what Ollama's gin router answers
             return
         is_api = path.startswith(("/api/", "/v1/"))
-        if is_api and cfg.status != 200:
+        # Generation routes fail after first_token_delay instead (see _failed_generation).
+        if is_api and cfg.status != 200 and path not in _GENERATION_PATHS:
             await self._error(out, path, cfg.status, cfg.fail_with)
             return
         if raw and body is None and method == "POST":
@@ -331,9 +332,7 @@ class _App:
         if path.startswith("/v1/"):
             # Ollama's OpenAI layer (openai/openai.go NewError): {"error": {"message","type","param","code"}}.
             etype = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
-            await out.json(
-                status, {"error": {"message": message, "type": etype, "param": None, "code": None}}
-            )
+            await out.json(status, {"error": {"message": message, "type": etype, "param": None, "code": None}})
         else:
             await out.json(status, {"error": message})
 
@@ -427,6 +426,21 @@ class _App:
             return requested, "length"
         return cfg.token_count, "stop"
 
+    async def _failed_generation(
+        self, cfg: DoubleConfig, rec: RecordedRequest, receive: Receive, out: _Responder
+    ) -> None:
+        """`status` on a generation route: like a model that fails to load, the error comes after the
+        first_token_delay (an unknown model is still a 404 at once, as Ollama checks that before loading)."""
+
+        async def fail() -> None:
+            await asyncio.sleep(cfg.first_token_delay)
+            await self._error(out, rec.path, cfg.status, cfg.fail_with)
+
+        if cfg.first_token_delay:
+            await self._run_cancellable(receive, rec, fail)
+        else:
+            await fail()
+
     @staticmethod
     def _final_stats(prompt_tokens: int, tokens: int, started: float) -> dict[str, int]:
         total = max(int((time.time() - started) * 1e9), 1)
@@ -442,9 +456,7 @@ class _App:
     async def _chat(self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, **kw: Any) -> None:
         await self._ollama_generation(cfg, body, rec, kind="chat", **kw)
 
-    async def _generate(
-        self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, **kw: Any
-    ) -> None:
+    async def _generate(self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, **kw: Any) -> None:
         await self._ollama_generation(cfg, body, rec, kind="generate", **kw)
 
     async def _ollama_generation(
@@ -460,14 +472,15 @@ class _App:
         model = await self._model_or_error(body, out, path)
         if model is None:
             return
+        if cfg.status != 200:
+            await self._failed_generation(cfg, rec, receive, out)
+            return
         stream = body.get("stream", True) is not False  # Ollama's default is to stream
         options = body.get("options") if isinstance(body.get("options"), dict) else {}
         count, reason = self._limit(cfg, options.get("num_predict"))
         if kind == "chat":
             messages = body.get("messages") if isinstance(body.get("messages"), list) else []
-            prompt_tokens = sum(
-                len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict)
-            )
+            prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
             load_only = not messages
         else:
             prompt = body.get("prompt")
@@ -540,6 +553,9 @@ class _App:
         model = await self._model_or_error(body, out, rec.path)
         if model is None:
             return
+        if cfg.status != 200:
+            await self._failed_generation(cfg, rec, receive, out)
+            return
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             await self._error(out, rec.path, 400, "invalid message format")
@@ -595,9 +611,7 @@ class _App:
                 "created": created,
                 "model": model,
                 "system_fingerprint": "fp_ollama",
-                "choices": [
-                    {"index": 0, "delta": {"role": "assistant", "content": content}, "finish_reason": finish}
-                ],
+                "choices": [{"index": 0, "delta": {"role": "assistant", "content": content}, "finish_reason": finish}],
             }
             return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
@@ -607,9 +621,7 @@ class _App:
             err = {"error": {"message": cfg.fail_with, "type": "api_error", "param": None, "code": None}}
             return b"data: " + json.dumps(err, separators=(",", ":")).encode() + b"\n\n"
 
-        include_usage = isinstance(body.get("stream_options"), dict) and body["stream_options"].get(
-            "include_usage"
-        )
+        include_usage = isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage")
 
         async def events() -> None:
             await asyncio.sleep(cfg.first_token_delay)
@@ -642,9 +654,7 @@ class _App:
         await self._run_cancellable(receive, rec, events)
 
     @staticmethod
-    async def _run_cancellable(
-        receive: Receive, rec: RecordedRequest, produce: Callable[[], Awaitable[None]]
-    ) -> None:
+    async def _run_cancellable(receive: Receive, rec: RecordedRequest, produce: Callable[[], Awaitable[None]]) -> None:
         """Run ``produce`` while watching the connection; stop it at once when the client goes away.
 
         uvicorn's ``send`` silently drops writes after a disconnect, so the only reliable signal is the
@@ -849,9 +859,7 @@ class OllamaDouble:
                 if predicate(rec):
                     return rec
             if time.monotonic() >= deadline:
-                seen = [
-                    (r.method, r.path, r.status, r.completed, r.cancelled) for r in self._state.snapshot()
-                ]
+                seen = [(r.method, r.path, r.status, r.completed, r.cancelled) for r in self._state.snapshot()]
                 raise TimeoutError(f"no recorded request matched within {timeout}s; seen: {seen}")
             time.sleep(0.01)
 
@@ -859,12 +867,8 @@ class OllamaDouble:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.fakes.ollama", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=11434, help="port (default 11434; 0 = ephemeral)")
-    parser.add_argument(
-        "--host", action="append", help="address to bind; repeat for several (default 127.0.0.1)"
-    )
-    parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"the one pulled model (default {DEFAULT_MODEL})"
-    )
+    parser.add_argument("--host", action="append", help="address to bind; repeat for several (default 127.0.0.1)")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"the one pulled model (default {DEFAULT_MODEL})")
     parser.add_argument("--version", default=DEFAULT_VERSION, help="what /api/version reports")
     args = parser.parse_args(argv)
 

@@ -201,6 +201,19 @@ def test_errors_unknown_missing_and_status(double, http):
     assert http.get("/api/tags").status_code == 503
 
 
+def test_status_on_generation_comes_after_first_token_delay(double, http):
+    # A model that fails to load: silence for the load time, then the error (and 404 stays immediate).
+    double.configure(first_token_delay=0.4, status=500, fail_with="model failed to load")
+    start = time.monotonic()
+    r = http.post("/api/chat", json=CHAT)
+    assert r.status_code == 500 and r.json() == {"error": "model failed to load"}
+    assert time.monotonic() - start >= 0.35
+    start = time.monotonic()
+    assert http.post("/api/chat", json={**CHAT, "model": "ghost"}).status_code == 404
+    assert http.get("/api/tags").status_code == 500
+    assert time.monotonic() - start < 0.35
+
+
 def test_error_after_tokens_ends_stream_with_error_line(double, http):
     double.configure(error_after_tokens=2, fail_with="mid-stream failure")
     r = http.post("/api/chat", json=CHAT)
