@@ -789,6 +789,9 @@ class OllamaDouble:
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=1,
+            # Ollama's Go http.Server sets no IdleTimeout, so idle keep-alive connections stay open; uvicorn's
+            # 5 s default would close pooled connections under a proxy and make reuse races the tests' problem.
+            timeout_keep_alive=3600,
             backlog=1024,
         )
         self._server = uvicorn.Server(config)
