@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Stop and remove exactly what testbed/up.sh created (make testbed-down), as listed in .testbed/manifest,
+# newest first: its processes (by pid file, checked against the expected command line), the deploy user, the
+# Compose plugin copies it installed, and the state under .testbed/ (registry data, keys, configs, logs).
+#
+# Kept as caches unless --purge: the debootstrap base image and the wheelhouse (re-making them takes a minute
+# or two and needs the network). Debian packages stay installed. Processes and containers that up.sh found
+# already running (a Docker engine, a real Ollama) are left alone.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TB="$ROOT/.testbed"
+RUN="$TB/run"
+MANIFEST="$TB/manifest"
+PURGE=0
+[[ ${1:-} == --purge ]] && PURGE=1
+
+log() { printf '[testbed] %s\n' "$*"; }
+
+if [[ ! -f $MANIFEST ]]; then
+    log "nothing to do: no $MANIFEST"
+    exit 0
+fi
+
+# What each recorded process's command line must contain, so a recycled pid is never signalled.
+declare -A MATCH=(
+    [dockerd]=dockerd
+    [registry]="docker-registry serve"
+    [sshd]="sshd"
+    [ollama-double]=tests.fakes.ollama
+    [ollama-forward]=tcp_forward.py
+    [cloudflared-standin]=cloudflared_standin.py
+)
+
+stop_proc() { # name
+    local name=$1 pidfile="$RUN/$1.pid" pid i
+    [[ -s $pidfile ]] || return 0
+    pid=$(<"$pidfile")
+    if ! { [[ -r /proc/$pid/cmdline ]] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "${MATCH[$name]:-$name}"; }; then
+        log "$name: not running"
+        return 0
+    fi
+    kill "$pid"
+    # dockerd stops its containers first; give it time.
+    for ((i = 0; i < 300; i++)); do
+        [[ -d /proc/$pid ]] || break
+        sleep 0.1
+    done
+    if [[ -d /proc/$pid ]]; then
+        log "$name: still running after 30 s, sending SIGKILL"
+        kill -9 "$pid" 2>/dev/null || true
+    fi
+    log "$name: stopped (pid $pid)"
+}
+
+keep=()
+while read -r kind value; do
+    case $kind in
+    proc) stop_proc "$value" ;;
+    user)
+        if id "$value" >/dev/null 2>&1; then
+            userdel --remove "$value" 2>/dev/null || userdel "$value" || log "user $value: could not remove"
+            log "user $value: removed"
+        fi
+        ;;
+    file)
+        rm -f "$value"
+        log "removed $value"
+        ;;
+    cache-image)
+        if ((PURGE)); then
+            docker image rm "$value" >/dev/null 2>&1 && log "base image $value: removed" || true
+        else
+            keep+=("$kind $value")
+        fi
+        ;;
+    cache-dir)
+        ((PURGE)) || keep+=("$kind $value")
+        ;;
+    *) [[ -z $kind ]] || log "manifest: ignoring unknown line '$kind $value'" ;;
+    esac
+done < <(tac "$MANIFEST")
+
+# Remove the state; keep the caches (and their manifest lines) for the next up.
+find "$TB" -mindepth 1 -maxdepth 1 ! -path "$TB/wheelhouse" -exec rm -rf {} +
+((PURGE)) && rm -rf "$TB/wheelhouse"
+if ((${#keep[@]})); then
+    printf '%s\n' "${keep[@]}" >"$MANIFEST"
+    log "kept as caches (remove with --purge): ${keep[*]}"
+else
+    rmdir "$TB" 2>/dev/null || true
+fi
+log "down"
