@@ -37,7 +37,7 @@ LABEL org.opencontainers.image.title="local-llm-server" \
 
 # A fixed numeric uid, so `runAsNonRoot`-style checks and file ownership are predictable. -l: no lastlog entry
 # (a high uid would otherwise make a large sparse file).
-RUN useradd --system --no-log-init --uid 10001 --user-group --home-dir /nonexistent --shell /usr/sbin/nologin app
+RUN useradd --no-log-init --uid 10001 --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin app
 
 COPY --from=build /opt/venv /opt/venv
 COPY service/app /app/service/app
