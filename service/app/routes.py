@@ -50,7 +50,7 @@ def _json(obj: object, status: int = 200) -> Response:
 def build_router(settings: Settings, upstream: Upstream, gate: ConcurrencyGate, metrics: Metrics) -> APIRouter:
     router = APIRouter()
     allowed = settings.allowed_model_set
-    example = settings.model_name
+    models = settings.allowed_models
     health_body = json.dumps({"status": "ok", "env": settings.app_env, "version": settings.app_version}).encode()
 
     # ---- helpers -------------------------------------------------------------------------------------------
@@ -154,7 +154,7 @@ def build_router(settings: Settings, upstream: Upstream, gate: ConcurrencyGate, 
         resp = await forward(request)
         return only_allowed(resp, "models", ("name", "model")) if isinstance(resp, httpx.Response) else resp
 
-    @router.post("/api/show", tags=["ollama"], openapi_extra=schemas.show(example))
+    @router.post("/api/show", tags=["ollama"], openapi_extra=schemas.show(models))
     async def show(request: Request) -> Response:
         parsed = await read_request(request, stream_default=False)
         if isinstance(parsed, Response):
@@ -162,18 +162,18 @@ def build_router(settings: Settings, upstream: Upstream, gate: ConcurrencyGate, 
         resp = await forward(request, "POST", parsed[0])
         return passthrough(resp) if isinstance(resp, httpx.Response) else resp
 
-    @router.post("/api/chat", tags=["ollama"], openapi_extra=schemas.chat(example))
+    @router.post("/api/chat", tags=["ollama"], openapi_extra=schemas.chat(models))
     async def chat(request: Request) -> Response:
         parsed = await read_request(request, stream_default=True)  # Ollama streams when `stream` is omitted
         return parsed if isinstance(parsed, Response) else generation(request, parsed, "chat")
 
-    @router.post("/api/generate", tags=["ollama"], openapi_extra=schemas.generate(example))
+    @router.post("/api/generate", tags=["ollama"], openapi_extra=schemas.generate(models))
     async def generate(request: Request) -> Response:
         parsed = await read_request(request, stream_default=True)
         return parsed if isinstance(parsed, Response) else generation(request, parsed, "generate")
 
     # ---- OpenAI-compatible ---------------------------------------------------------------------------------
-    @router.post("/v1/chat/completions", tags=["openai"], openapi_extra=schemas.openai_chat(example))
+    @router.post("/v1/chat/completions", tags=["openai"], openapi_extra=schemas.openai_chat(models))
     async def chat_completions(request: Request) -> Response:
         parsed = await read_request(request, stream_default=False)  # OpenAI's default
         return parsed if isinstance(parsed, Response) else generation(request, parsed, "openai")

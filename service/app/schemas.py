@@ -27,21 +27,22 @@ _OPTIONS = {
 }
 
 
-def _model(example: str) -> dict:
-    return {"type": "string", "minLength": 1, "description": "One of ALLOWED_MODELS", "examples": [example]}
+def _model(allowed: list[str]) -> dict:
+    # Documents the policy: any other model is answered 404 here (routes.read_request), never forwarded.
+    return {"type": "string", "enum": list(allowed), "description": "One of ALLOWED_MODELS"}
 
 
 def _body(schema: dict) -> dict:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-def chat(model: str) -> dict:
+def chat(models: list[str]) -> dict:
     return _body(
         {
             "type": "object",
             "required": ["model"],
             "properties": {
-                "model": _model(model),
+                "model": _model(models),
                 "messages": {"type": "array", "items": _MESSAGE},
                 "stream": {"type": "boolean", "default": True, "description": "Omitted = true, as in Ollama"},
                 "format": {"type": "string", "enum": ["json"]},
@@ -52,13 +53,13 @@ def chat(model: str) -> dict:
     )
 
 
-def generate(model: str) -> dict:
+def generate(models: list[str]) -> dict:
     return _body(
         {
             "type": "object",
             "required": ["model"],
             "properties": {
-                "model": _model(model),
+                "model": _model(models),
                 "prompt": {"type": "string"},
                 "system": {"type": "string"},
                 "stream": {"type": "boolean", "default": True, "description": "Omitted = true, as in Ollama"},
@@ -70,17 +71,17 @@ def generate(model: str) -> dict:
     )
 
 
-def show(model: str) -> dict:
-    return _body({"type": "object", "required": ["model"], "properties": {"model": _model(model)}})
+def show(models: list[str]) -> dict:
+    return _body({"type": "object", "required": ["model"], "properties": {"model": _model(models)}})
 
 
-def openai_chat(model: str) -> dict:
+def openai_chat(models: list[str]) -> dict:
     return _body(
         {
             "type": "object",
             "required": ["model", "messages"],
             "properties": {
-                "model": _model(model),
+                "model": _model(models),
                 "messages": {"type": "array", "minItems": 1, "items": _MESSAGE},
                 "stream": {"type": "boolean", "default": False},
                 "temperature": {"type": "number", "minimum": 0, "maximum": 2},

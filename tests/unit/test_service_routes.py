@@ -291,4 +291,4 @@ def test_openapi_lists_the_surface(client):
     for path in ("/health", "/ready", "/api/chat", "/api/generate", "/api/show", "/v1/chat/completions"):
         assert path in paths
     schema = paths["/api/chat"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert schema["properties"]["model"]["examples"] == [MODEL]
+    assert schema["properties"]["model"]["enum"] == [MODEL]
