@@ -132,3 +132,17 @@ def test_running_service_reads_env_file(tmp_path, start_service, ollama_double):
     assert health == {"status": "ok", "env": "staging", "version": "from-file"}
     assert httpx.get(proc.url + "/ready").status_code == 200  # OLLAMA_BASE_URL came from the file too
     assert '"level":"debug"' not in proc.log()
+
+
+def test_env_example_documents_every_setting_and_loads(env, tmp_path):
+    from app.config import Settings
+
+    from .conftest import REPO
+
+    text = (REPO / ".env.example").read_text()
+    keys = {line.split("=", 1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+    assert keys == {name.upper() for name in Settings.model_fields}
+    assert keys == SETTINGS  # the test fixtures strip exactly these from the inherited environment
+    (tmp_path / ".env.local").write_text(text)
+    s = load_settings()  # the example is itself a valid settings file
+    assert s.model_name == "llama3.2:1b" and s.allowed_models == ["llama3.2:1b"] and not s.jwt_enabled
