@@ -263,7 +263,7 @@ home=$(getent passwd "$SSH_USER" | cut -d: -f6)
 install -d -m 0700 -o "$SSH_USER" -g "$SSH_USER" "$home/.ssh"
 install -m 0600 -o "$SSH_USER" -g "$SSH_USER" "$SSHD/id_ed25519.pub" "$home/.ssh/authorized_keys"
 
-cat >"$SSHD/sshd_config" <<EOF
+cat >"$SSHD/sshd_config.new" <<EOF
 # Written by testbed/up.sh: the "Mac Mini" that Ansible deploys to.
 Port $SSH_PORT
 ListenAddress 127.0.0.1
@@ -281,9 +281,21 @@ X11Forwarding no
 PrintMotd no
 Subsystem sftp internal-sftp
 EOF
+config_changed=0
+if ! cmp -s "$SSHD/sshd_config.new" "$SSHD/sshd_config"; then
+    mv "$SSHD/sshd_config.new" "$SSHD/sshd_config"
+    config_changed=1
+else
+    rm -f "$SSHD/sshd_config.new"
+fi
 mkdir -p /run/sshd && chmod 0755 /run/sshd # privilege separation directory
 if proc_alive sshd "$SSHD/sshd_config"; then
-    kill -HUP "$(<"$RUN/sshd.pid")" # re-read the (possibly rewritten) config
+    if ((config_changed)); then
+        # SIGHUP makes sshd re-exec with the new config; the port is briefly closed meanwhile.
+        kill -HUP "$(<"$RUN/sshd.pid")"
+        sleep 0.5
+        wait_port 127.0.0.1 "$SSH_PORT" 10 sshd "$LOGS/sshd.log"
+    fi
     log "sshd: running on 127.0.0.1:$SSH_PORT"
 else
     port_open 127.0.0.1 "$SSH_PORT" && die "port $SSH_PORT is taken by a process the testbed did not start"

@@ -1,0 +1,120 @@
+"""Fixtures for the image and compose-stack tests: they run against the real testbed (testbed/up.sh), never skip.
+
+Session order: `testbed` runs up.sh (idempotent, a few seconds when it already runs) and fails the session with
+its output if it cannot start; `built_image` builds and pushes once with scripts/build-push.sh, exactly what
+`make image`, CI and the demo run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TESTBED_ENV = ROOT / ".testbed" / "env"
+TAG_RE = re.compile(r"^sha-[0-9a-f]{7,40}$")
+# A distinct build for these tests (build-push.sh mixes it into a content-hash tag), so removing and re-pulling
+# its tags cannot disturb a deploy that another suite runs on the testbed at the same time.
+TEST_VARIANT = "image-tests"
+
+
+def run(*argv: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 600, **kw):
+    """subprocess.run with captured text output; a failure shows the command's output in the assertion."""
+    result = subprocess.run(
+        argv,
+        cwd=kw.pop("cwd", ROOT),
+        env={**os.environ, **(env or {})},
+        text=True,
+        capture_output=True,
+        timeout=timeout,
+        **kw,
+    )
+    if check:
+        assert result.returncode == 0, (
+            f"`{' '.join(argv)}` exited {result.returncode}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+        )
+    return result
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback URLs only)
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    """Poll until predicate() is truthy; fail naming `what` (functional timeout, not a speed assertion)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except (OSError, ValueError) as exc:  # connection refused, reset, bad JSON while starting
+            last = exc
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
+
+
+def inspect(ref: str, kind: str = "container") -> dict:
+    return json.loads(run("docker", kind, "inspect", ref).stdout)[0]
+
+
+@pytest.fixture(scope="session")
+def testbed() -> dict[str, str]:
+    result = subprocess.run(["bash", "testbed/up.sh"], cwd=ROOT, text=True, capture_output=True, timeout=900)
+    assert result.returncode == 0, (
+        f"testbed/up.sh failed ({result.returncode}); the image tests need it:\n{result.stdout}\n{result.stderr}"
+    )
+    env = parse_env_file(TESTBED_ENV)
+    for key in ("REGISTRY", "IMAGE_REPOSITORY", "REGISTRY_PASSWORD_FILE", "BASE_IMAGE", "MODEL_NAME"):
+        assert env.get(key), f"{TESTBED_ENV} lacks {key}"
+    return env
+
+
+@pytest.fixture(scope="session")
+def docker_config(testbed) -> dict[str, str]:
+    """Environment for docker commands that talk to the registry: build-push.sh's login lives there."""
+    return {"DOCKER_CONFIG": str(ROOT / ".testbed" / "docker")}
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    repository: str
+    tag: str
+    digest: str
+    output: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+@pytest.fixture(scope="session")
+def built_image(testbed, docker_config) -> BuiltImage:
+    result = run("bash", "scripts/build-push.sh", env={"BUILD_VARIANT": TEST_VARIANT, **docker_config}, timeout=900)
+    values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    assert TAG_RE.match(values.get("IMAGE_TAG", "")), f"build-push.sh printed no valid IMAGE_TAG:\n{result.stdout}"
+    return BuiltImage(
+        repository=testbed["IMAGE_REPOSITORY"],
+        tag=values["IMAGE_TAG"],
+        digest=values.get("IMAGE_DIGEST", ""),
+        output=result.stdout + result.stderr,
+    )
