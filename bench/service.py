@@ -366,9 +366,9 @@ def main() -> int:
 
     rows = [
         ("p50 latency, 32 concurrent non-streamed /api/chat", f"{direct.p50_ms:.2f} ms", f"{proxied.p50_ms:.2f} ms",
-         f"+{added_p50:.2f} ms", f"≤ {TARGET_ADDED_P50_MS:g} ms added", verdict(added_p50 <= TARGET_ADDED_P50_MS),
+         f"{added_p50:+.2f} ms", f"≤ {TARGET_ADDED_P50_MS:g} ms added", verdict(added_p50 <= TARGET_ADDED_P50_MS),
          LITELLM["p50"]),
-        ("p99 latency, same load", f"{direct.p99_ms:.2f} ms", f"{proxied.p99_ms:.2f} ms", f"+{added_p99:.2f} ms",
+        ("p99 latency, same load", f"{direct.p99_ms:.2f} ms", f"{proxied.p99_ms:.2f} ms", f"{added_p99:+.2f} ms",
          f"≤ {TARGET_ADDED_P99_MS:g} ms added", verdict(added_p99 <= TARGET_ADDED_P99_MS), LITELLM["p99"]),
         ("throughput, same load", f"{direct.rps:.0f} req/s", f"{proxied.rps:.0f} req/s", f"{ratio:.0%} of direct",
          f"≥ {TARGET_RPS:g} req/s and ≥ {TARGET_RATIO:.0%}",
@@ -378,9 +378,9 @@ def main() -> int:
          f"headers {statistics.median(s_head):.1f} ms", f"≤ {TARGET_FIRST_BYTE_MS:g} ms",
          verdict(first_ms <= TARGET_FIRST_BYTE_MS), "–"),
         ("per-chunk transit p50 (arrival − double's send)", f"{percentile(d_transit, 50):.2f} ms",
-         f"{percentile(s_transit, 50):.2f} ms", f"+{chunk_p50:.2f} ms", "–", "–", "–"),
+         f"{percentile(s_transit, 50):.2f} ms", f"{chunk_p50:+.2f} ms", "–", "–", "–"),
         ("per-chunk transit p99", f"{percentile(d_transit, 99):.2f} ms", f"{percentile(s_transit, 99):.2f} ms",
-         f"+{chunk_p99:.2f} ms", f"≤ {TARGET_CHUNK_P99_MS:g} ms added", verdict(chunk_p99 <= TARGET_CHUNK_P99_MS),
+         f"{chunk_p99:+.2f} ms", f"≤ {TARGET_CHUNK_P99_MS:g} ms added", verdict(chunk_p99 <= TARGET_CHUNK_P99_MS),
          "–"),
         (f"chunk inter-arrival p50 / p99 (sent every {args.token_delay * 1e3:g} ms)",
          f"{percentile(d_gaps, 50):.2f} / {percentile(d_gaps, 99):.2f} ms",
@@ -393,6 +393,9 @@ def main() -> int:
     print("|" + "|".join("---" for _ in header) + "|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    load1, _, _ = os.getloadavg()
+    print(f"\nload average (1 min) at the end: {load1:.2f} on {os.cpu_count()} CPUs", end="")
+    print(" -- other work shared the CPUs; rerun on an idle machine" if load1 > (os.cpu_count() or 1) else "")
     errors = direct.errors + proxied.errors
     print(f"\nrequests: direct {direct.requests}, service {proxied.requests}; non-2xx or socket errors: {errors}")
     if errors:
