@@ -325,6 +325,7 @@ def main() -> int:
     parser.add_argument("--keep-logs", action="store_true", help="keep the double's and the service's logs")
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]  # other work on the same cores skews every row
     use_wrk = shutil.which("wrk") is not None and not args.python_load
     generator = "wrk" if use_wrk else "python asyncio raw-socket generator (install wrk for a lighter one)"
     body = json.dumps({**CHAT_BODY, "model": args.model}).encode()
@@ -393,9 +394,9 @@ def main() -> int:
     print("|" + "|".join("---" for _ in header) + "|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    load1, _, _ = os.getloadavg()
-    print(f"\nload average (1 min) at the end: {load1:.2f} on {os.cpu_count()} CPUs", end="")
-    print(" -- other work shared the CPUs; rerun on an idle machine" if load1 > (os.cpu_count() or 1) else "")
+    print(f"\nload average (1 min) before the run: {load_before:.2f} on {os.cpu_count()} CPUs", end="")
+    busy = load_before > 0.5 * (os.cpu_count() or 1)
+    print(" -- other work was sharing the CPUs; rerun on an idle machine" if busy else "")
     errors = direct.errors + proxied.errors
     print(f"\nrequests: direct {direct.requests}, service {proxied.requests}; non-2xx or socket errors: {errors}")
     if errors:
