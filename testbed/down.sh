@@ -9,7 +9,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-TB="$ROOT/.testbed"
+TB=$(realpath -m "$ROOT/.testbed") # a symlink lets a second worktree share one testbed
 RUN="$TB/run"
 MANIFEST="$TB/manifest"
 PURGE=0

@@ -22,9 +22,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 TESTBED_ENV = ROOT / ".testbed" / "env"
 TAG_RE = re.compile(r"^sha-[0-9a-f]{7,40}$")
-# A distinct build for these tests (build-push.sh mixes it into a content-hash tag), so removing and re-pulling
-# its tags cannot disturb a deploy that another suite runs on the testbed at the same time.
-TEST_VARIANT = "image-tests"
+# These tests push to their own repository on the testbed registry: the deploy role prunes every local tag of the
+# deployed repository that no release needs (release_history), and a deploy may run on the testbed meanwhile.
+TEST_REPOSITORY = "local-llm-server-imgtest"
 
 
 def run(*argv: str, env: dict[str, str] | None = None, check: bool = True, timeout: float = 600, **kw):
@@ -100,6 +100,7 @@ class BuiltImage:
     repository: str
     tag: str
     digest: str
+    image_id: str
     output: str
 
     @property
@@ -109,12 +110,15 @@ class BuiltImage:
 
 @pytest.fixture(scope="session")
 def built_image(testbed, docker_config) -> BuiltImage:
-    result = run("bash", "scripts/build-push.sh", env={"BUILD_VARIANT": TEST_VARIANT, **docker_config}, timeout=900)
+    repository = f"{testbed['REGISTRY']}/{TEST_REPOSITORY}"
+    result = run("bash", "scripts/build-push.sh", env={"IMAGE_REPOSITORY": repository, **docker_config}, timeout=900)
     values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
     assert TAG_RE.match(values.get("IMAGE_TAG", "")), f"build-push.sh printed no valid IMAGE_TAG:\n{result.stdout}"
+    assert values.get("IMAGE") == f"{repository}:{values['IMAGE_TAG']}", result.stdout
     return BuiltImage(
-        repository=testbed["IMAGE_REPOSITORY"],
+        repository=repository,
         tag=values["IMAGE_TAG"],
         digest=values.get("IMAGE_DIGEST", ""),
+        image_id=inspect(values["IMAGE"], "image")["Id"],
         output=result.stdout + result.stderr,
     )

@@ -1,0 +1,226 @@
+"""The staging and production stacks, rendered from the deploy role's template and run side by side.
+
+The template (ansible/roles/app_deploy/templates/compose.yml.j2) is rendered with Jinja2 directly, with the
+variables of the compose contract. Project names start with "imgtest-" and the ports are 18001/18000, so a real
+deploy on the testbed (llm-staging/llm-production on 8001/8000) is never touched by these tests.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from tests.image.conftest import ROOT, http_get, inspect, run, wait_for
+
+TEMPLATE = ROOT / "ansible/roles/app_deploy/templates/compose.yml.j2"
+STACKS = {"staging": 18001, "production": 18000}
+
+
+def render(env: str, port: int, image_repository: str, image_tag: str, app_dir: Path) -> Path:
+    """Render the template as the role does (variables from the compose contract)."""
+    # YAML, not HTML: no autoescaping (Ansible's template module does not escape either).
+    jinja = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # noqa: S701
+    template = jinja.from_string(TEMPLATE.read_text())
+    text = template.render(
+        app_env=env,
+        app_compose_project=f"imgtest-{env}",
+        app_port=port,
+        app_bind_address="127.0.0.1",
+        app_container_port=8000,
+        image_repository=image_repository,
+        image_tag=image_tag,
+        app_env_file=str(app_dir / f".env.{env}"),
+        app_release_id=f"20260101T000000Z-{image_tag}",
+        app_restart_policy="always",
+        app_log_max_size="10m",
+        app_log_max_file=3,
+    )
+    path = app_dir / "compose.yml"
+    path.write_text(text)
+    return path
+
+
+class Stack:
+    def __init__(self, env: str, port: int, compose_file: Path, docker_env: dict[str, str]):
+        self.env, self.port, self.file, self.docker_env = env, port, compose_file, docker_env
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run("docker", "compose", "-f", str(self.file), *args, env=self.docker_env, check=check)
+
+    def container(self) -> dict:
+        ids = self.compose("ps", "-q", "api").stdout.split()
+        assert len(ids) == 1, f"{self.env}: expected one api container, got {ids}"
+        return inspect(ids[0])
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@pytest.fixture(scope="module")
+def stacks(testbed, built_image, docker_config, tmp_path_factory):
+    base = tmp_path_factory.mktemp("stacks")
+    result: dict[str, Stack] = {}
+    for env, port in STACKS.items():
+        app_dir = base / env
+        app_dir.mkdir()
+        env_file = app_dir / f".env.{env}"
+        env_file.write_text(f"MODEL_NAME={testbed['MODEL_NAME']}\nOLLAMA_BASE_URL={testbed['OLLAMA_CONTAINER_URL']}\n")
+        env_file.chmod(0o600)
+        compose_file = render(env, port, built_image.repository, built_image.tag, app_dir)
+        result[env] = Stack(env, port, compose_file, docker_config)
+    try:
+        for stack in result.values():
+            stack.compose("up", "-d", "--wait", "--wait-timeout", "120")
+        yield result
+    finally:
+        for stack in result.values():
+            stack.compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+
+
+def non_loopback_ipv4() -> list[str]:
+    out = run("ip", "-4", "-o", "addr", "show").stdout
+    addrs = [line.split()[3].split("/")[0] for line in out.splitlines()]
+    return [a for a in addrs if not a.startswith("127.")]
+
+
+def connect(addr: str, port: int) -> str:
+    try:
+        with socket.create_connection((addr, port), timeout=3):
+            return "connected"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError as exc:
+        return f"error: {exc}"
+
+
+def test_rendered_file_is_what_the_contract_says(stacks, built_image):
+    for env, stack in stacks.items():
+        config = json.loads(stack.compose("config", "--format", "json").stdout)
+        assert config["name"] == f"imgtest-{env}"
+        api = config["services"]["api"]
+        assert api["image"] == built_image.ref
+        assert api["restart"] == "always"
+        assert [(p["host_ip"], p["published"], p["target"]) for p in api["ports"]] == [
+            ("127.0.0.1", str(stack.port), 8000)
+        ]
+        assert api["environment"]["APP_ENV"] == env
+        assert api["environment"]["APP_VERSION"] == built_image.tag
+        assert api["extra_hosts"] == {"host.docker.internal": ["host-gateway"]} or api["extra_hosts"] == [
+            "host.docker.internal=host-gateway"
+        ], api["extra_hosts"]
+        assert api["logging"] == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
+        assert api["labels"] == {
+            "io.local-llm-server.env": env,
+            "io.local-llm-server.tag": built_image.tag,
+            "io.local-llm-server.release": f"20260101T000000Z-{built_image.tag}",
+        }
+
+
+def test_both_stacks_serve_side_by_side(stacks, built_image, testbed):
+    for env, stack in stacks.items():
+        status, body = http_get(stack.url("/health"))
+        assert (status, body["env"], body["version"]) == (200, env, built_image.tag)
+        status, body = http_get(stack.url("/ready"))
+        assert (status, body["status"], body["model"]) == (200, "ready", testbed["MODEL_NAME"]), body
+
+
+def test_running_containers_carry_the_settings(stacks, built_image):
+    for env, stack in stacks.items():
+        c = stack.container()
+        host = c["HostConfig"]
+        assert host["RestartPolicy"]["Name"] == "always"
+        assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"}}
+        assert host["PortBindings"] == {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(stack.port)}]}
+        assert "host.docker.internal:host-gateway" in host["ExtraHosts"]
+        assert c["Config"]["Labels"]["io.local-llm-server.env"] == env
+        assert c["Config"]["Labels"]["com.docker.compose.project"] == f"imgtest-{env}"
+        assert c["Config"]["User"] == "10001:10001"
+        assert c["State"]["Health"]["Status"] == "healthy"
+
+
+def test_restarting_or_recreating_one_leaves_the_other_untouched(stacks):
+    staging, production = stacks["staging"], stacks["production"]
+    before = production.container()
+    staging_before = staging.container()
+
+    # Production keeps answering while staging is restarted, recreated (what a deploy does) and taken down.
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def watch_production():
+        while not stop.is_set():
+            try:
+                status, _ = http_get(production.url("/health"), timeout=3)
+                if status != 200:
+                    failures.append(f"status {status}")
+            except OSError as exc:
+                failures.append(str(exc))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch_production, daemon=True)
+    watcher.start()
+    try:
+        staging.compose("restart", "--timeout", "5")
+        restarted = staging.container()
+        assert restarted["Id"] == staging_before["Id"]
+        assert restarted["State"]["StartedAt"] != staging_before["State"]["StartedAt"]
+
+        staging.compose("up", "-d", "--wait", "--wait-timeout", "120", "--force-recreate")
+        assert staging.container()["Id"] != staging_before["Id"]
+
+        staging.compose("down", "--timeout", "5")
+        assert staging.compose("ps", "-q").stdout.strip() == ""
+        staging.compose("up", "-d", "--wait", "--wait-timeout", "120")
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+
+    after = production.container()
+    assert (after["Id"], after["State"]["StartedAt"]) == (before["Id"], before["State"]["StartedAt"])
+    assert after["RestartCount"] == before["RestartCount"]
+    assert failures == [], f"production failed while staging was restarted: {failures[:5]}"
+    assert http_get(staging.url("/health"))[0] == 200
+
+
+def test_published_ports_refuse_non_loopback_addresses(stacks):
+    addrs = non_loopback_ipv4()
+    # This machine has at least its ethernet address and the docker0 bridge; the LAN must not reach the API.
+    assert addrs, "no non-loopback IPv4 address to test against"
+    for stack in stacks.values():
+        assert connect("127.0.0.1", stack.port) == "connected"
+        for addr in addrs:
+            assert connect(addr, stack.port) == "refused", f"{addr}:{stack.port} must refuse connections"
+
+
+def test_published_ports_unreachable_from_another_container(stacks, built_image, testbed):
+    # A container on the default bridge (the LAN's view of the host, in effect) cannot reach the published port
+    # through the host's bridge address either.
+    probe = (
+        "import socket, sys\n"
+        "try:\n"
+        "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3); print('connected')\n"
+        "except ConnectionRefusedError: print('refused')\n"
+        "except OSError as e: print('error', e)\n"
+    )
+    gateway = testbed.get("DOCKER_BRIDGE_GATEWAY") or "172.17.0.1"
+    for stack in stacks.values():
+        out = run(
+            "docker", "run", "--rm", "--entrypoint", "python3", built_image.ref, "-c", probe, gateway, str(stack.port)
+        ).stdout.strip()
+        assert out == "refused", f"{gateway}:{stack.port} from a container: {out}"
+
+
+def test_wait_blocks_until_healthy_with_the_template_healthcheck(stacks):
+    # `up --wait` returned only once the compose healthcheck passed; the container says so and the interval is the
+    # short one from the template (not the image's 5 s default).
+    for stack in stacks.values():
+        c = stack.container()
+        assert c["Config"]["Healthcheck"]["Interval"] == 1_000_000_000
+        wait_for(lambda c=c: inspect(c["Id"])["State"]["Health"]["Status"] == "healthy", 30, "healthy")
