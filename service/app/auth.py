@@ -14,8 +14,6 @@ import time
 import httpx
 import jwt
 
-from .upstream import Upstream
-
 REFETCH_INTERVAL = 10.0
 
 
@@ -27,11 +25,11 @@ class AuthError(Exception):
 
 
 class AccessVerifier:
-    def __init__(self, audience: str, certs_url: str, ttl: float, upstream: Upstream) -> None:
+    def __init__(self, audience: str, certs_url: str, ttl: float) -> None:
         self.audience = audience
         self.certs_url = certs_url
         self.ttl = ttl
-        self.upstream = upstream  # its pooled client exists once the app has started
+        self._http: httpx.AsyncClient | None = None
         self._keys: dict[str | None, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
@@ -77,7 +75,9 @@ class AccessVerifier:
 
     async def _fetch(self) -> None:
         try:
-            resp = await self.upstream.client.get(self.certs_url, timeout=5.0)
+            if self._http is None:
+                self._http = httpx.AsyncClient(timeout=5.0, trust_env=False)
+            resp = await self._http.get(self.certs_url)
             resp.raise_for_status()
             keyset = jwt.PyJWKSet.from_dict(resp.json())
         except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
@@ -87,3 +87,7 @@ class AccessVerifier:
         finally:
             self._fetched_at = time.monotonic()
         self._keys = {k.key_id: k for k in keyset.keys}
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()

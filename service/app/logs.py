@@ -16,16 +16,28 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime
 
 
 class JsonFormatter(logging.Formatter):
+    """{"ts", "level", "logger", "msg", ...fields}. A dict passed as the message is merged in as the fields
+    (the access log does that: it is the hot path, and this skips logging's `extra=` machinery)."""
+
+    _second = -1
+    _stamp = ""
+
+    def _ts(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:  # strftime once per second, not once per line
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD:
-                entry[key] = value
+        entry = {"ts": self._ts(record.created), "level": record.levelname.lower(), "logger": record.name}
+        if isinstance(record.msg, dict):
+            entry.update(record.msg)
+        else:
+            entry["msg"] = record.getMessage()
+            for key, value in record.__dict__.items():
+                if key not in _STANDARD:
+                    entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, separators=(",", ":"))
@@ -43,4 +55,4 @@ def setup_logging(level: str) -> None:
         logger.propagate = True
     # Our access log line carries the request id, route and upstream timing; uvicorn's would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # httpx logs every upstream request at INFO
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # httpx (JWKS fetches) logs every request at INFO

@@ -26,6 +26,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     upstream = Upstream(settings, metrics)
     gate = ConcurrencyGate(settings.max_concurrent, settings.max_queue, metrics)
+    verifier = None
+    if settings.jwt_enabled:
+        verifier = AccessVerifier(settings.cf_access_aud, settings.cf_access_certs_url, settings.cf_access_jwks_ttl)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -34,6 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await upstream.close()
+            if verifier is not None:
+                await verifier.aclose()
 
     app = FastAPI(
         title="local-llm-server gateway",
@@ -61,10 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             per_minute=settings.rate_limit_per_minute,
             metrics=metrics,
         )
-    if settings.jwt_enabled:
-        verifier = AccessVerifier(
-            settings.cf_access_aud, settings.cf_access_certs_url, settings.cf_access_jwks_ttl, upstream
-        )
+    if verifier is not None:
         app.add_middleware(AccessAuth, verifier=verifier, metrics=metrics)
     if settings.allowed_origins:
         app.add_middleware(

@@ -65,18 +65,19 @@ class RequestContext:
             route = self.route_label(scope["path"])
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
             self.metrics.latency.labels(route).observe(duration)
-            client = scope.get("client")
-            access_log.info(
-                "request",
-                extra={
-                    "request_id": scope["state"]["request_id"],
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round(duration * 1000, 2),
-                    "client": client[0] if client else None,
-                },
-            )
+            if access_log.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                access_log.info(
+                    {
+                        "msg": "request",
+                        "request_id": scope["state"]["request_id"],
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round(duration * 1000, 2),
+                        "client": client[0] if client else None,
+                    }
+                )
 
 
 class AccessAuth:

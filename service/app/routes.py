@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
@@ -28,6 +27,7 @@ from .config import Settings, normalize_model
 from .errors import error_response
 from .limits import ConcurrencyGate
 from .metrics import Metrics
+from .ollama_http import Response as UpstreamResponse
 from .upstream import Generation, Upstream, UpstreamError, passthrough
 
 # (path, method) as Ollama serves them (server/routes.go).
@@ -79,13 +79,13 @@ def build_router(settings: Settings, upstream: Upstream, gate: ConcurrencyGate, 
             return error_response(path, 400, "stream must be true or false", param="stream")
         return body, model, stream
 
-    async def forward(request: Request, method: str = "GET", body: bytes | None = None) -> httpx.Response | Response:
+    async def forward(request: Request, method: str = "GET", body: bytes | None = None) -> UpstreamResponse | Response:
         try:
             return await upstream.request(method, request.url.path, body)
         except UpstreamError as err:
             return upstream.error(request.url.path, err)
 
-    def only_allowed(resp: httpx.Response, list_key: str, name_keys: tuple[str, ...]) -> Response:
+    def only_allowed(resp: UpstreamResponse, list_key: str, name_keys: tuple[str, ...]) -> Response:
         if resp.status_code != 200:
             return passthrough(resp)
         data = resp.json()
@@ -117,7 +117,7 @@ def build_router(settings: Settings, upstream: Upstream, gate: ConcurrencyGate, 
     @router.get("/ready", tags=["probes"])
     async def ready() -> Response:
         try:
-            resp = await upstream.request("GET", "/api/tags", timeouts=httpx.Timeout(5.0, connect=None))
+            resp = await upstream.request("GET", "/api/tags", read_timeout=5.0)
         except UpstreamError as err:
             return _json({"status": "unavailable", "reason": err.message}, 503)
         if resp.status_code != 200:
@@ -137,22 +137,22 @@ def build_router(settings: Settings, upstream: Upstream, gate: ConcurrencyGate, 
     @router.head("/", tags=["ollama"], name="root_head")
     async def root(request: Request) -> Response:
         resp = await forward(request, request.method)
-        return passthrough(resp) if isinstance(resp, httpx.Response) else resp
+        return passthrough(resp) if isinstance(resp, UpstreamResponse) else resp
 
     @router.get("/api/version", tags=["ollama"])
     async def version(request: Request) -> Response:
         resp = await forward(request)
-        return passthrough(resp) if isinstance(resp, httpx.Response) else resp
+        return passthrough(resp) if isinstance(resp, UpstreamResponse) else resp
 
     @router.get("/api/tags", tags=["ollama"])
     async def tags(request: Request) -> Response:
         resp = await forward(request)
-        return only_allowed(resp, "models", ("name", "model")) if isinstance(resp, httpx.Response) else resp
+        return only_allowed(resp, "models", ("name", "model")) if isinstance(resp, UpstreamResponse) else resp
 
     @router.get("/api/ps", tags=["ollama"])
     async def ps(request: Request) -> Response:
         resp = await forward(request)
-        return only_allowed(resp, "models", ("name", "model")) if isinstance(resp, httpx.Response) else resp
+        return only_allowed(resp, "models", ("name", "model")) if isinstance(resp, UpstreamResponse) else resp
 
     @router.post("/api/show", tags=["ollama"], openapi_extra=schemas.show(models))
     async def show(request: Request) -> Response:
@@ -160,7 +160,7 @@ def build_router(settings: Settings, upstream: Upstream, gate: ConcurrencyGate, 
         if isinstance(parsed, Response):
             return parsed
         resp = await forward(request, "POST", parsed[0])
-        return passthrough(resp) if isinstance(resp, httpx.Response) else resp
+        return passthrough(resp) if isinstance(resp, UpstreamResponse) else resp
 
     @router.post("/api/chat", tags=["ollama"], openapi_extra=schemas.chat(models))
     async def chat(request: Request) -> Response:
@@ -181,7 +181,7 @@ def build_router(settings: Settings, upstream: Upstream, gate: ConcurrencyGate, 
     @router.get("/v1/models", tags=["openai"])
     async def models(request: Request) -> Response:
         resp = await forward(request)
-        return only_allowed(resp, "data", ("id",)) if isinstance(resp, httpx.Response) else resp
+        return only_allowed(resp, "data", ("id",)) if isinstance(resp, UpstreamResponse) else resp
 
     # ---- refused -------------------------------------------------------------------------------------------
     async def refused(request: Request) -> Response:

@@ -1,8 +1,8 @@
-"""Talking to Ollama: one pooled httpx client, error mapping, and the gated (streaming) generation response.
+"""Talking to Ollama: the pooled client, error mapping, and the gated (streaming) generation response.
 
 Bodies are forwarded as the client sent them (the routes only peek at `model` and `stream`), and only a minimal
-allow-list of headers goes upstream: never the browser's Origin (Ollama refuses origins outside OLLAMA_ORIGINS),
-never the Access JWT or cookies.
+fixed set of headers goes upstream (ollama_http.py): never the browser's Origin (Ollama refuses origins outside
+OLLAMA_ORIGINS), never the Access JWT, cookies or authorization.
 """
 
 from __future__ import annotations
@@ -13,15 +13,14 @@ import json
 import time
 from datetime import UTC, datetime
 
-import httpx
 from starlette.responses import Response
 
+from . import ollama_http
 from .config import Settings
 from .errors import error_body, error_response, is_openai
 from .limits import ConcurrencyGate, QueueFull
 from .metrics import Metrics
 
-JSON_HEADERS = {"content-type": "application/json"}
 # Streams must reach the client chunk by chunk: nginx honours X-Accel-Buffering, cloudflared flushes
 # text/event-stream and (since 2025.4.1) application/x-ndjson and responses without Content-Length.
 STREAM_HEADERS = [(b"x-accel-buffering", b"no"), (b"cache-control", b"no-cache")]
@@ -49,46 +48,38 @@ def upstream_message(content: bytes) -> str:
 
 
 class Upstream:
+    """The one pooled connection set to Ollama for the app's lifetime (created in the lifespan)."""
+
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.base_url = settings.ollama_base_url
         self.settings = settings
         self.metrics = metrics
-        self.client: httpx.AsyncClient | None = None
+        self.client: ollama_http.OllamaHTTP | None = None
 
     async def start(self) -> None:
         s = self.settings
-        self.client = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(connect=s.ollama_connect_timeout, read=s.ollama_read_timeout, write=30, pool=None),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=30),
-            # No proxy from the environment, no compression: chunks pass through byte for byte.
-            trust_env=False,
-            headers={"accept-encoding": "identity", "user-agent": "local-llm-gateway"},
-        )
+        self.client = ollama_http.OllamaHTTP(self.base_url, s.ollama_connect_timeout, s.ollama_read_timeout)
 
     async def close(self) -> None:
         if self.client is not None:
             await self.client.aclose()
 
-    def map_exception(self, exc: httpx.HTTPError) -> UpstreamError:
-        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-            return UpstreamError(503, f"cannot reach Ollama at {self.base_url}: {exc or type(exc).__name__}", "connect")
-        if isinstance(exc, httpx.TimeoutException):
-            return UpstreamError(504, f"Ollama at {self.base_url} timed out ({type(exc).__name__})", "timeout")
-        return UpstreamError(502, f"error talking to Ollama at {self.base_url}: {exc!r}", "protocol")
+    def map_exception(self, exc: ollama_http.TransportError) -> UpstreamError:
+        if isinstance(exc, ollama_http.ConnectError):
+            return UpstreamError(503, f"cannot reach Ollama at {self.base_url}: {exc}", "connect")
+        if isinstance(exc, ollama_http.ReadTimeout):
+            return UpstreamError(504, f"Ollama at {self.base_url} timed out: {exc}", "timeout")
+        return UpstreamError(502, f"error talking to Ollama at {self.base_url}: {exc}", "protocol")
 
-    async def request(self, method: str, path: str, body: bytes | None = None, timeouts=None) -> httpx.Response:
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, read_timeout: float | None = None
+    ) -> ollama_http.Response:
         """A whole (non-streamed) exchange; 5xx and transport errors become UpstreamError."""
         assert self.client is not None
         try:
-            resp = await self.client.request(
-                method,
-                path,
-                content=body,
-                headers=JSON_HEADERS if body is not None else None,
-                timeout=timeouts or httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.HTTPError as exc:
+            resp = await self.client.request(method, path, body, read_timeout=read_timeout)
+            await resp.read()
+        except ollama_http.TransportError as exc:
             err = self.map_exception(exc)
             self.metrics.upstream_errors.labels(err.kind).inc()
             raise err from None
@@ -101,7 +92,7 @@ class Upstream:
         return error_response(path, err.status, err.message, code=err.kind)
 
 
-def passthrough(resp: httpx.Response) -> Response:
+def passthrough(resp: ollama_http.Response) -> Response:
     return Response(resp.content, status_code=resp.status_code, media_type=resp.headers.get("content-type"))
 
 
@@ -198,10 +189,6 @@ class Generation(Response):
         body = error_body(self.path, 503, "server busy, please try again: the generation queue is full")
         await _send_whole(send, 503, body, "application/json", [(b"retry-after", retry.encode())])
 
-    def _request(self) -> httpx.Request:
-        assert self.upstream.client is not None
-        return self.upstream.client.build_request("POST", self.path, content=self.body, headers=JSON_HEADERS)
-
     async def _buffered(self, send) -> None:
         metrics = self.upstream.metrics
         try:
@@ -209,13 +196,18 @@ class Generation(Response):
         except QueueFull:
             await self._busy(send)
             return
+        resp = None
         try:
-            resp = await self.upstream.client.send(self._request())
-        except httpx.HTTPError as exc:
+            resp = await self.upstream.client.request("POST", self.path, self.body)
+            await resp.read()
+        except ollama_http.TransportError as exc:
             err = self.upstream.map_exception(exc)
             metrics.upstream_errors.labels(err.kind).inc()
             await _send_whole(send, err.status, error_body(self.path, err.status, err.message), "application/json")
             return
+        finally:
+            if resp is not None:
+                resp.close()  # a no-op when complete; otherwise (cancelled) it closes the connection
         metrics.first_chunk.labels(self.path).observe(time.perf_counter() - self.started)
         if resp.status_code >= 500:
             metrics.upstream_errors.labels("status_5xx").inc()
@@ -232,19 +224,19 @@ class Generation(Response):
         waiting in the queue also sees its stream start.
         """
         await self._acquire()
-        resp = await self.upstream.client.send(self._request(), stream=True)
+        resp = await self.upstream.client.request("POST", self.path, self.body)
         try:
             if resp.status_code != 200:
-                await resp.aread()
+                await resp.read()
                 return resp, None, b""
-            chunks = resp.aiter_raw()
+            chunks = aiter(resp)
             try:
-                first = await chunks.__anext__()
+                first = await anext(chunks)
             except StopAsyncIteration:
                 first = b""
             return resp, chunks, first
         except BaseException:
-            await resp.aclose()
+            resp.close()
             raise
 
     async def _streamed(self, send) -> None:
@@ -269,7 +261,7 @@ class Generation(Response):
                 else:
                     await self._busy(send)
                 return
-            except httpx.HTTPError as exc:
+            except ollama_http.TransportError as exc:
                 err = self.upstream.map_exception(exc)
                 metrics.upstream_errors.labels(err.kind).inc()
                 await self._fail(send, committed, err.status, err.message)
@@ -295,7 +287,7 @@ class Generation(Response):
             try:
                 async for chunk in chunks:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except httpx.HTTPError as exc:
+            except ollama_http.TransportError as exc:
                 metrics.upstream_errors.labels("stream").inc()
                 msg = f"Ollama stream broke off: {self.upstream.map_exception(exc).message}"
                 await send({"type": "http.response.body", "body": error_chunk(self.path, msg), "more_body": True})
@@ -308,7 +300,7 @@ class Generation(Response):
             if resp is None and opener.done() and not opener.cancelled() and opener.exception() is None:
                 resp = opener.result()[0]
             if resp is not None:
-                await resp.aclose()
+                resp.close()  # a no-op after a complete response; otherwise Ollama sees the connection close
 
     async def _fail(self, send, committed: bool, status: int, message: str) -> None:
         if committed:
