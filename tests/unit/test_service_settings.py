@@ -28,7 +28,7 @@ def test_local_defaults(env):
     assert s.allowed_models == ["llama3.2:1b"]
     assert s.ollama_base_url == "http://host.docker.internal:11434"
     assert s.max_concurrent == 1
-    assert s.first_chunk_deadline == pytest.approx(0.1)
+    assert s.first_chunk_deadline == pytest.approx(0.05)
     assert not s.jwt_enabled
 
 
