@@ -80,6 +80,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _StandinServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 64  # the default listen backlog of 5 drops bursts of health polls
 
     def __init__(self, address: tuple[str, int], state_file: Path) -> None:
         super().__init__(address, _Handler)
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-file", type=Path, required=True)
     args = parser.parse_args(argv)
     server = _StandinServer((args.host, args.port), args.state_file)
-    print(f"cloudflared stand-in on http://{args.host}:{args.port}/ready (state {args.state_file})", flush=True)
+    host, port = server.server_address[:2]  # the real port when --port 0 (tests)
+    print(f"cloudflared stand-in on http://{host}:{port}/ready (state {args.state_file})", flush=True)
     server.serve_forever()
 
 

@@ -36,7 +36,8 @@ async def _serve(listen: tuple[str, int], target: tuple[str, int]) -> None:
         await asyncio.gather(_pipe(client_r, up_w), _pipe(up_r, client_w))
 
     server = await asyncio.start_server(handle, *listen)
-    print(f"forwarding {listen[0]}:{listen[1]} -> {target[0]}:{target[1]}", flush=True)
+    host, port = server.sockets[0].getsockname()[:2]  # the real port when listening on port 0 (tests)
+    print(f"forwarding {host}:{port} -> {target[0]}:{target[1]}", flush=True)
     async with server:
         await server.serve_forever()
 
