@@ -27,6 +27,7 @@ class RequestContext:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        self._children: dict[tuple[str, str, int], tuple] = {}
 
     def route_label(self, path: str) -> str:
         if path in self.routes:
@@ -63,8 +64,15 @@ class RequestContext:
         finally:
             duration = time.perf_counter() - started
             route = self.route_label(scope["path"])
-            self.metrics.requests.labels(route, scope["method"], str(status)).inc()
-            self.metrics.latency.labels(route).observe(duration)
+            key = (route, scope["method"], status)
+            children = self._children.get(key)
+            if children is None:  # labels() takes a lock and builds a tuple each time: resolve once per key
+                requests = self.metrics.requests.labels(route, key[1], str(status))
+                children = (requests, self.metrics.latency.labels(route))
+                if len(self._children) < 1000:  # method is client-chosen: bound the cache
+                    self._children[key] = children
+            children[0].inc()
+            children[1].observe(duration)
             if access_log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
                 access_log.info(

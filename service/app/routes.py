@@ -50,7 +50,7 @@ def _json(obj: object, status: int = 200) -> Response:
 def build_router(settings: Settings, upstream: Upstream, gate: ConcurrencyGate, metrics: Metrics) -> APIRouter:
     router = APIRouter()
     allowed = settings.allowed_model_set
-    models = settings.allowed_models
+    model_names = settings.allowed_models
     health_body = json.dumps({"status": "ok", "env": settings.app_env, "version": settings.app_version}).encode()
 
     # ---- helpers -------------------------------------------------------------------------------------------
@@ -109,6 +109,22 @@ def build_router(settings: Settings, upstream: Upstream, gate: ConcurrencyGate, 
             started=time.perf_counter(),
         )
 
+    # ---- generations (first: routes are matched in order, and these carry the load) --------------------------
+    @router.post("/api/chat", tags=["ollama"], openapi_extra=schemas.chat(model_names))
+    async def chat(request: Request) -> Response:
+        parsed = await read_request(request, stream_default=True)  # Ollama streams when `stream` is omitted
+        return parsed if isinstance(parsed, Response) else generation(request, parsed, "chat")
+
+    @router.post("/api/generate", tags=["ollama"], openapi_extra=schemas.generate(model_names))
+    async def generate(request: Request) -> Response:
+        parsed = await read_request(request, stream_default=True)
+        return parsed if isinstance(parsed, Response) else generation(request, parsed, "generate")
+
+    @router.post("/v1/chat/completions", tags=["openai"], openapi_extra=schemas.openai_chat(model_names))
+    async def chat_completions(request: Request) -> Response:
+        parsed = await read_request(request, stream_default=False)  # OpenAI's default
+        return parsed if isinstance(parsed, Response) else generation(request, parsed, "openai")
+
     # ---- probes and operations -----------------------------------------------------------------------------
     @router.get("/health", tags=["probes"])
     async def health() -> Response:
@@ -154,7 +170,7 @@ def build_router(settings: Settings, upstream: Upstream, gate: ConcurrencyGate, 
         resp = await forward(request)
         return only_allowed(resp, "models", ("name", "model")) if isinstance(resp, UpstreamResponse) else resp
 
-    @router.post("/api/show", tags=["ollama"], openapi_extra=schemas.show(models))
+    @router.post("/api/show", tags=["ollama"], openapi_extra=schemas.show(model_names))
     async def show(request: Request) -> Response:
         parsed = await read_request(request, stream_default=False)
         if isinstance(parsed, Response):
@@ -162,24 +178,9 @@ def build_router(settings: Settings, upstream: Upstream, gate: ConcurrencyGate, 
         resp = await forward(request, "POST", parsed[0])
         return passthrough(resp) if isinstance(resp, UpstreamResponse) else resp
 
-    @router.post("/api/chat", tags=["ollama"], openapi_extra=schemas.chat(models))
-    async def chat(request: Request) -> Response:
-        parsed = await read_request(request, stream_default=True)  # Ollama streams when `stream` is omitted
-        return parsed if isinstance(parsed, Response) else generation(request, parsed, "chat")
-
-    @router.post("/api/generate", tags=["ollama"], openapi_extra=schemas.generate(models))
-    async def generate(request: Request) -> Response:
-        parsed = await read_request(request, stream_default=True)
-        return parsed if isinstance(parsed, Response) else generation(request, parsed, "generate")
-
-    # ---- OpenAI-compatible ---------------------------------------------------------------------------------
-    @router.post("/v1/chat/completions", tags=["openai"], openapi_extra=schemas.openai_chat(models))
-    async def chat_completions(request: Request) -> Response:
-        parsed = await read_request(request, stream_default=False)  # OpenAI's default
-        return parsed if isinstance(parsed, Response) else generation(request, parsed, "openai")
-
+    # ---- OpenAI-compatible (chat completions is with the generations above) -------------------------------
     @router.get("/v1/models", tags=["openai"])
-    async def models(request: Request) -> Response:
+    async def v1_models(request: Request) -> Response:
         resp = await forward(request)
         return only_allowed(resp, "data", ("id",)) if isinstance(resp, UpstreamResponse) else resp
 

@@ -153,18 +153,29 @@ class Generation(Response):
         self.background = None  # FastAPI attaches background tasks to a returned Response
 
     async def __call__(self, scope, receive, send) -> None:
-        pump = asyncio.ensure_future(self._pump(send))
+        # The exchange runs in this (the request's) task; a watcher task cancels it when the client disconnects,
+        # and the cancellation closes the upstream response in _streamed/_buffered. (One extra task per request
+        # instead of two plus asyncio.wait: this is the hot path.)
+        task = asyncio.current_task()
+        state = {"gone": False, "finished": False}
+
+        def client_left(watch: asyncio.Task) -> None:
+            if state["finished"] or watch.cancelled() or watch.exception() is not None:
+                return
+            state["gone"] = True
+            task.cancel()
+
         watch = asyncio.ensure_future(_wait_disconnect(receive))
+        watch.add_done_callback(client_left)
         try:
-            await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+            await self._pump(send)
+        except asyncio.CancelledError:
+            if not state["gone"]:
+                raise  # cancelled from outside (shutdown): not ours to swallow
+            task.uncancel()
         finally:
+            state["finished"] = True
             watch.cancel()
-            if not pump.done():
-                pump.cancel()  # the client left: closing the upstream response stops Ollama
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump  # re-raises a real error from the pump
 
     async def _pump(self, send) -> None:
         self._held = False
