@@ -31,7 +31,7 @@ TESTBED_DOMAIN=${TESTBED_DOMAIN:-llm.example.com}
 REGISTRY_ADDR=127.0.0.1:5000
 REGISTRY_USER=ci
 SSH_PORT=2222
-SSH_USER=deploy
+SSH_USER=${TESTBED_SSH_USER:-deploy} # another name only for trying up/down beside a live testbed
 OLLAMA_PORT=11434
 CLOUDFLARED_METRICS=127.0.0.1:20241
 
