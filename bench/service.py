@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -60,6 +60,7 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_ms: list[float] = field(default_factory=list)  # CPU ms per request of each measured process
 
     @property
     def rps(self) -> float:
@@ -83,7 +84,7 @@ def percentile(values: list[float], pct: float) -> float:
 # -- processes ---------------------------------------------------------------------------------------------
 
 
-def start_double(stack: ExitStack, model: str, logdir: Path) -> str:
+def start_double(stack: ExitStack, model: str, logdir: Path) -> tuple[str, int]:
     log = open(logdir / "double.log", "w")  # noqa: SIM115 - closed by the ExitStack
     stack.callback(log.close)
     proc = subprocess.Popen(
@@ -99,10 +100,10 @@ def start_double(stack: ExitStack, model: str, logdir: Path) -> str:
     match = re.search(r"listening on (http://\S+)", line)
     if not match:
         raise SystemExit(f"the Ollama double did not start: {line!r}; see {logdir / 'double.log'}")
-    return match.group(1)
+    return match.group(1), proc.pid
 
 
-def start_service(stack: ExitStack, model: str, double_url: str, logdir: Path, log_level: str) -> str:
+def start_service(stack: ExitStack, model: str, double_url: str, logdir: Path, log_level: str) -> tuple[str, int]:
     port = free_port()
     env = {
         **os.environ,
@@ -127,7 +128,7 @@ def start_service(stack: ExitStack, model: str, double_url: str, logdir: Path, l
             raise SystemExit(f"the service exited with {proc.returncode}:\n{(logdir / 'service.log').read_text()}")
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return url
+                return url, proc.pid
         except httpx.TransportError:
             pass
         time.sleep(0.1)
@@ -229,12 +230,33 @@ def run_python_load(url: str, body: bytes, concurrency: int, seconds: float) -> 
     return LoadResult(len(ms), elapsed, percentile(ms, 50), percentile(ms, 99), errors)
 
 
-def load(url: str, body: bytes, concurrency: int, seconds: float, workdir: Path, use_wrk: bool) -> LoadResult:
-    if use_wrk:
-        run_wrk(url, body, concurrency, min(2.0, seconds), workdir)  # warm-up: connections and pools
-        return run_wrk(url, body, concurrency, seconds, workdir)
-    run_python_load(url, body, concurrency, min(2.0, seconds))
-    return run_python_load(url, body, concurrency, seconds)
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def load(
+    url: str, body: bytes, concurrency: int, seconds: float, workdir: Path, use_wrk: bool, pids: list[int]
+) -> LoadResult:
+    """Warm up for 2 s, then measure; also the CPU time each of `pids` spent per request (ms), which a
+    neighbour's work on the same cores disturbs far less than latency and req/s do."""
+
+    def run(secs: float) -> LoadResult:
+        if use_wrk:
+            return run_wrk(url, body, concurrency, secs, workdir)
+        return run_python_load(url, body, concurrency, secs)
+
+    run(min(2.0, seconds))  # warm-up: connections and pools
+    before = [cpu_seconds(pid) for pid in pids]
+    result = run(seconds)
+    result.cpu_ms = [
+        (cpu_seconds(pid) - b) * 1e3 / max(result.requests, 1) for pid, b in zip(pids, before, strict=True)
+    ]
+    return result
 
 
 # -- 2. first byte while upstream is silent ----------------------------------------------------------------------
@@ -336,15 +358,17 @@ def main() -> int:
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-service-")))
         print(f"machine: {machine()}\nload generator: {generator}\nlogs: {workdir}", file=sys.stderr)
-        double = start_double(stack, args.model, workdir)
-        service = start_service(stack, args.model, double, workdir, args.log_level)
+        double, double_pid = start_double(stack, args.model, workdir)
+        service, service_pid = start_service(stack, args.model, double, workdir, args.log_level)
 
         # 1. the same non-streamed load, direct then through the service
         configure_double(double, token_count=5)
         print(f"load: {args.concurrency} connections x {args.duration:.0f} s, direct ...", file=sys.stderr)
-        direct = load(f"{double}/api/chat", body, args.concurrency, args.duration, workdir, use_wrk)
+        direct = load(f"{double}/api/chat", body, args.concurrency, args.duration, workdir, use_wrk, [double_pid])
         print("load: through the service ...", file=sys.stderr)
-        proxied = load(f"{service}/api/chat", body, args.concurrency, args.duration, workdir, use_wrk)
+        proxied = load(
+            f"{service}/api/chat", body, args.concurrency, args.duration, workdir, use_wrk, [service_pid, double_pid]
+        )
 
         # 2. first byte while upstream is silent
         configure_double(double, first_token_delay=args.silent_seconds, token_count=2)
@@ -374,6 +398,9 @@ def main() -> int:
         ("throughput, same load", f"{direct.rps:.0f} req/s", f"{proxied.rps:.0f} req/s", f"{ratio:.0%} of direct",
          f"≥ {TARGET_RPS:g} req/s and ≥ {TARGET_RATIO:.0%}",
          verdict(proxied.rps >= TARGET_RPS and ratio >= TARGET_RATIO), LITELLM["rps"]),
+        ("CPU per request (service + double)", f"{direct.cpu_ms[0]:.3f} ms",
+         f"{proxied.cpu_ms[0]:.3f} + {proxied.cpu_ms[1]:.3f} ms", f"service {proxied.cpu_ms[0]:.3f} ms",
+         "–", "–", "–"),
         (f"first body byte, upstream silent {args.silent_seconds:g} s (median of 8)",
          f"{statistics.median(d_first):.0f} ms", f"{first_ms:.1f} ms",
          f"headers {statistics.median(s_head):.1f} ms", f"≤ {TARGET_FIRST_BYTE_MS:g} ms",
@@ -394,6 +421,11 @@ def main() -> int:
     print("|" + "|".join("---" for _ in header) + "|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+    if proxied.cpu_ms and proxied.cpu_ms[0] > 0:
+        print(
+            f"\nthe service used {proxied.cpu_ms[0]:.3f} ms of CPU per request: one uvicorn worker saturates one core"
+            f" at about {1e3 / proxied.cpu_ms[0]:.0f} req/s (an estimate, not a measurement)"
+        )
     print(f"\nload average (1 min) before the run: {load_before:.2f} on {os.cpu_count()} CPUs", end="")
     busy = load_before > 0.5 * (os.cpu_count() or 1)
     print(" -- other work was sharing the CPUs; rerun on an idle machine" if busy else "")
