@@ -4,6 +4,7 @@ Not a test: it prints a table against the targets and asserts nothing. It builds
 does (scripts/build-push.sh, PUSH=0: no registry traffic) and then, N times (--runs):
   * start -> /health 200: from `docker run -d` until GET /health on the published loopback port answers 200
     (polled every 20 ms). This is how long the process takes to serve.
+  * docker run of `true`: the same container started without the app, Docker's own share of the above.
   * start -> healthy: until Docker itself reports the container healthy, with the healthcheck interval of the
     staging/production compose template (1 s). Docker runs the first probe one interval after start, so this
     cannot drop below ~1 s; it is the figure `docker compose up --wait` and the deploy see.
@@ -93,6 +94,13 @@ def main() -> None:
     base_mb = image_size(tb["BASE_IMAGE"]) / 1e6
     image_mb = image_size(image) / 1e6
 
+    # Baseline: what Docker itself costs to create and start a container of this image, without the app.
+    baseline = []
+    for _ in range(args.runs):
+        t0 = time.monotonic()
+        sh("docker", "run", "--rm", "--entrypoint", "true", image)
+        baseline.append(time.monotonic() - t0)
+
     serving, healthy = [], []
     for _ in range(args.runs):
         s, h = one_start(image, tb["MODEL_NAME"], tb["OLLAMA_CONTAINER_URL"])
@@ -104,6 +112,7 @@ def main() -> None:
         ("base image", f"{base_mb:.1f} MB", tb["BASE_IMAGE"], ""),
         ("image", f"{image_mb:.1f} MB", image, ""),
         ("size over base", f"{over:.1f} MB", f"<= {TARGET_MB_OVER_BASE:.0f} MB", ok(over <= TARGET_MB_OVER_BASE)),
+        ("docker run of `true` (median)", f"{statistics.median(baseline):.2f} s", "Docker's own share", ""),
         ("start -> /health 200 (median)", f"{statistics.median(serving):.2f} s", f"max {max(serving):.2f} s", ""),
         (
             f"start -> healthy, interval {HEALTH_INTERVAL} (median)",
@@ -112,9 +121,9 @@ def main() -> None:
             ok(statistics.median(healthy) <= TARGET_HEALTHY_S),
         ),
     ]
-    print(
-        f"\nbench/image.py: {args.runs} starts, Docker {sh('docker', 'version', '-f', '{{.Server.Version}}').strip()}"
-    )
+    docker = sh("docker", "version", "-f", "{{.Server.Version}}").strip()
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"\nbench/image.py: {args.runs} starts, Docker {docker}, {os.cpu_count()} CPUs, load average {load}")
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for r in rows:
         print("  " + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
@@ -131,7 +140,9 @@ def main() -> None:
                 "mb_over_base": round(over, 1),
                 "start_to_serving_s": [round(v, 3) for v in serving],
                 "start_to_healthy_s": [round(v, 3) for v in healthy],
+                "docker_run_true_s": [round(v, 3) for v in baseline],
                 "health_interval": HEALTH_INTERVAL,
+                "load_average": os.getloadavg(),
             },
             indent=2,
         )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import jinja2
 import pytest
+import yaml
 
 from tests.image.conftest import ROOT, http_get, inspect, run, wait_for
 
@@ -23,7 +24,7 @@ TEMPLATE = ROOT / "ansible/roles/app_deploy/templates/compose.yml.j2"
 STACKS = {"staging": 18001, "production": 18000}
 
 
-def render(env: str, port: int, image_repository: str, image_tag: str, app_dir: Path) -> Path:
+def render(env: str, port: int, image_repository: str, image_tag: str, app_dir: Path, **extra) -> Path:
     """Render the template as the role does (variables from the compose contract)."""
     # YAML, not HTML: no autoescaping (Ansible's template module does not escape either).
     jinja = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # noqa: S701
@@ -41,6 +42,7 @@ def render(env: str, port: int, image_repository: str, image_tag: str, app_dir: 
         app_restart_policy="always",
         app_log_max_size="10m",
         app_log_max_file=3,
+        **extra,
     )
     path = app_dir / "compose.yml"
     path.write_text(text)
@@ -224,3 +226,16 @@ def test_wait_blocks_until_healthy_with_the_template_healthcheck(stacks):
         c = stack.container()
         assert c["Config"]["Healthcheck"]["Interval"] == 1_000_000_000
         wait_for(lambda c=c: inspect(c["Id"])["State"]["Health"]["Status"] == "healthy", 30, "healthy")
+
+
+def test_start_interval_is_optional_and_rendered_for_new_engines(built_image, tmp_path, docker_config):
+    # Unset (the testbed's Docker 20.10 refuses it): absent. Set (Docker Desktop >= 25 on the Mac): present.
+    plain = render("staging", 18001, built_image.repository, built_image.tag, tmp_path)
+    assert "start_interval" not in yaml.safe_load(plain.read_text())["services"]["api"]["healthcheck"]
+    (tmp_path / ".env.staging").write_text("MODEL_NAME=x\n")
+    fast = render("staging", 18001, built_image.repository, built_image.tag, tmp_path,
+                  app_healthcheck_start_interval="250ms")  # fmt: skip
+    config = json.loads(
+        run("docker", "compose", "-f", str(fast), "config", "--format", "json", env=docker_config).stdout
+    )
+    assert config["services"]["api"]["healthcheck"]["start_interval"] == "250ms"
