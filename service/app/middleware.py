@@ -50,7 +50,7 @@ class RequestContext:
         if request_id is None:
             request_id = uuid.uuid4().hex.encode()
         scope.setdefault("state", {})["request_id"] = request_id.decode()
-        status = 500
+        status = 0
 
         async def send_wrapper(message) -> None:
             nonlocal status
@@ -63,6 +63,9 @@ class RequestContext:
             await self.app(scope, receive, send_wrapper)
         finally:
             duration = time.perf_counter() - started
+            if not status:
+                # No response began: the client left first (nginx's 499), or the app failed (uvicorn sends 500).
+                status = 499 if scope["state"].get("client_left") else 500
             route = self.route_label(scope["path"])
             key = (route, scope["method"], status)
             children = self._children.get(key)

@@ -173,6 +173,7 @@ class Generation(Response):
             if not state["gone"]:
                 raise  # cancelled from outside (shutdown): not ours to swallow
             task.uncancel()
+            scope.setdefault("state", {})["client_left"] = True  # logged as 499 if no response had started
         finally:
             state["finished"] = True
             watch.cancel()

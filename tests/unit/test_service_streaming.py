@@ -245,6 +245,9 @@ def test_client_disconnect_cancels_upstream(service, double, stream, path):
     assert rec.cancelled and not rec.completed
     assert rec.finished_at - left < 1.0
     assert rec.chunks_sent < 20
+    if not stream:  # nothing was sent: logged as 499 (client closed request), not as a server error
+        logged = service.wait_log(lambda r: r.get("path") == path and r.get("status") == 499)
+        assert logged, service.log()[-2000:]
 
 
 def test_disconnect_while_queued_frees_the_queue(start_service, ollama_double, double):
