@@ -8,6 +8,13 @@ Lessons from Kamal (REFERENCE.md): a lock needs an owner and an expiry; a cancel
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+
 DOCUMENTATION = r"""
 module: deploy_lock
 short_description: Take or release a per-environment deploy lock (atomic mkdir + holder file)
@@ -25,16 +32,13 @@ options:
   wait: {description: Seconds to wait for a held lock, type: int, default: 0}
   poll: {description: Seconds between attempts, type: float, default: 1.0}
   stale_after: {description: Age in seconds after which a lock is broken, type: int, default: 900}
-  dead_holders: {description: Holder ids known to be dead (their lock is broken at once), type: list, elements: str, default: []}
+  dead_holders:
+    description: Holder ids known to be dead (their lock is broken at once)
+    type: list
+    elements: str
+    default: []
 author: local-llm-server
 """
-
-import json
-import os
-import shutil
-import time
-
-from ansible.module_utils.basic import AnsibleModule
 
 HOLDER_FILE = "holder.json"
 

@@ -1,0 +1,90 @@
+"""`make bench-deploy`: how fast and how smooth a deploy is on the testbed (real playbooks over SSH).
+
+Measures, on the staging stack of the testbed:
+  1. a deploy of a new tag (candidate gate + cut-over), wall clock of ansible-playbook;
+  2. the same deploy again (nothing to do);
+  3. a rollback to the previous release;
+  4. seconds without a 200 from /health while (1) runs, probing at 20 requests/s;
+  5. failed probe requests while a broken image (starts, never ready) is refused.
+Prints a table with the targets from issue 4. Not a test: numbers depend on the machine (and on whatever else
+runs on it); nothing here asserts.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.e2e import harness  # noqa: E402 (after the path tweak above)
+
+PROBE_URL = "http://127.0.0.1:8001/health"
+
+
+def must(result: harness.PlaybookRun, what: str) -> harness.PlaybookRun:
+    if result.returncode != 0:
+        sys.exit(f"bench-deploy: {what} failed:\n{result.output[-3000:]}")
+    return result
+
+
+def main() -> None:
+    env = harness.testbed_up()
+    print("bench-deploy: building images (scripts/build-push.sh) ...", file=sys.stderr)
+    first, second = harness.build_push("bench-first"), harness.build_push("bench-second")
+    broken = harness.push_broken(env, first)
+    ansible = harness.Ansible(env)
+
+    print("bench-deploy: warm-up: staging serves the first release ...", file=sys.stderr)
+    must(ansible.deploy("staging", first), "warm-up deploy")
+
+    print("bench-deploy: measuring ...", file=sys.stderr)
+    with harness.Probe(PROBE_URL, rate=20) as good_probe:
+        new_tag = must(ansible.deploy("staging", second), "new-tag deploy")
+    rerun = must(ansible.deploy("staging", second), "no-change rerun")
+    rollback = must(ansible.rollback("staging"), "rollback")
+    with harness.Probe(PROBE_URL, rate=20) as broken_probe:
+        refused = ansible.deploy("staging", broken, "-e", "app_deploy_candidate_timeout=10")
+    if refused.returncode == 0:
+        sys.exit("bench-deploy: the broken image was deployed?!")
+
+    rows = [
+        ("new-tag deploy (gate + cut-over)", f"{new_tag.seconds:.1f} s", "<= 20 s", new_tag.seconds <= 20),
+        ("no-change rerun", f"{rerun.seconds:.1f} s (changed={rerun.changed})", "<= 10 s", rerun.seconds <= 10),
+        ("rollback to previous", f"{rollback.seconds:.1f} s", "<= 15 s", rollback.seconds <= 15),
+        (
+            "unavailable during a good deploy (20 req/s)",
+            f"{good_probe.unavailable_seconds:.2f} s ({good_probe.failures}/{len(good_probe.results)} failed)",
+            "<= 1 s",
+            good_probe.unavailable_seconds <= 1,
+        ),
+        (
+            "failed requests during a broken deploy",
+            f"{broken_probe.failures}/{len(broken_probe.results)}",
+            "0",
+            broken_probe.failures == 0,
+        ),
+    ]
+    cpu = platform.processor() or platform.machine()
+    print(f"\nDeploy benchmark on the testbed ({platform.node()}, {cpu}, {_cores()} cores, load {_load()})\n")
+    print("| measure | result | target | met |")
+    print("|---|---|---|---|")
+    for name, value, target, met in rows:
+        print(f"| {name} | {value} | {target} | {'yes' if met else 'NO'} |")
+
+
+def _cores() -> int:
+    return os.cpu_count() or 0
+
+
+def _load() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,302 @@
+"""Drive the real playbooks against the testbed: shared by tests/e2e and bench/deploy.py.
+
+Everything here is real: `testbed/up.sh` (sshd "Mac Mini", registry with htpasswd, Docker, Ollama double,
+cloudflared stand-in), images built and pushed by `scripts/build-push.sh`, ansible-playbook over SSH. Nothing is
+mocked; only Ollama is our double (tests/fakes/ollama.py), steered through its /_double/* control API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pwd
+import re
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TESTBED = ROOT / ".testbed"
+PLAYBOOKS = ROOT / "ansible"
+INVENTORY = ROOT / "inventories" / "local"
+ANSIBLE_PLAYBOOK = ROOT / ".venv" / "bin" / "ansible-playbook"
+DEPLOY_HOME = Path("/home/deploy/local-llm-server")  # app_root of the testbed's deploy user
+HISTORY = DEPLOY_HOME / "state" / "releases.jsonl"
+PORTS = {"staging": 8001, "production": 8000}
+PROJECTS = {"staging": "llm-staging", "production": "llm-production"}
+
+
+class TestbedError(RuntimeError):
+    """The testbed or an image could not be prepared: fail loudly, never skip."""
+
+
+def run(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, check=False, capture_output=True, text=True, **kwargs)
+
+
+def testbed_up() -> dict[str, str]:
+    """Run testbed/up.sh (idempotent, ~3 s when up) and return .testbed/env as a dict."""
+    result = run(["bash", str(ROOT / "testbed" / "up.sh")])
+    if result.returncode != 0:
+        output = result.stdout[-3000:] + result.stderr[-3000:]
+        raise TestbedError(f"testbed/up.sh failed ({result.returncode}):\n{output}")
+    env = {}
+    for line in (TESTBED / "env").read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and re.fullmatch(r"[A-Z_][A-Z0-9_]*", key):
+            env[key] = value
+    install_cloudflared_config(Path(env["CLOUDFLARED_CONFIG"]).read_text())
+    return env
+
+
+CLOUDFLARED_USER_CONFIG = Path("/home/deploy/.cloudflared/config.yml")
+
+
+def install_cloudflared_config(text: str) -> None:
+    """Put the testbed's cloudflared config where a Mac user's cloudflared keeps it (~/.cloudflared/config.yml,
+    one of the paths the cloudflared_check role reads). The testbed's own copy sits in the root-only .testbed."""
+    CLOUDFLARED_USER_CONFIG.parent.mkdir(mode=0o755, exist_ok=True)
+    CLOUDFLARED_USER_CONFIG.write_text(text)
+    CLOUDFLARED_USER_CONFIG.chmod(0o644)
+    for path in (CLOUDFLARED_USER_CONFIG.parent, CLOUDFLARED_USER_CONFIG):
+        os.chown(path, *deploy_ids())
+
+
+def deploy_ids() -> tuple[int, int]:
+    entry = pwd.getpwnam("deploy")
+    return entry.pw_uid, entry.pw_gid
+
+
+def registry_password(env: dict[str, str]) -> str:
+    return Path(env["REGISTRY_PASSWORD_FILE"]).read_text().strip()
+
+
+def build_push(variant: str) -> str:
+    """Build and push a distinct good image with C's scripts/build-push.sh; return its sha- tag."""
+    result = run(["bash", str(ROOT / "scripts" / "build-push.sh")], env={**os.environ, "BUILD_VARIANT": variant})
+    if result.returncode != 0:
+        raise TestbedError(f"build-push.sh ({variant}) failed:\n{result.stderr[-3000:]}")
+    match = re.search(r"^IMAGE_TAG=(sha-[0-9a-f]+)$", result.stdout, flags=re.M)
+    if not match:
+        raise TestbedError(f"build-push.sh printed no IMAGE_TAG line:\n{result.stdout[-2000:]}")
+    return match.group(1)
+
+
+def push_broken(env: dict[str, str], good_tag: str) -> str:
+    """An image that starts and passes /health but never /ready: the good image with an entrypoint that forces an
+    unreachable OLLAMA_BASE_URL (env_file values would otherwise win). Pushed under its own sha- tag."""
+    repo = env["IMAGE_REPOSITORY"]
+    inspect = run(["docker", "image", "inspect", f"{repo}:{good_tag}", "--format", "{{json .Config}}"])
+    if inspect.returncode != 0:
+        raise TestbedError(f"cannot inspect {repo}:{good_tag}: {inspect.stderr}")
+    config = json.loads(inspect.stdout)
+    entrypoint = ["env", "OLLAMA_BASE_URL=http://127.0.0.1:9"] + (config.get("Entrypoint") or [])
+    dockerfile = (
+        f"FROM {repo}:{good_tag}\n"
+        'LABEL io.local-llm-server.variant="broken: /ready always 503"\n'
+        f"ENTRYPOINT {json.dumps(entrypoint)}\n"
+        f"CMD {json.dumps(config.get('Cmd') or [])}\n"
+    )
+    tag = "sha-" + hashlib.sha256(dockerfile.encode()).hexdigest()[:12]
+    with tempfile.TemporaryDirectory() as context, tempfile.TemporaryDirectory() as docker_config:
+        (Path(context) / "Dockerfile").write_text(dockerfile)
+        steps = [
+            ["docker", "build", "-q", "-t", f"{repo}:{tag}", context],
+            [
+                "docker",
+                "--config",
+                docker_config,
+                "login",
+                "--password-stdin",
+                "-u",
+                env["REGISTRY_USER"],
+                env["REGISTRY"],
+            ],
+            ["docker", "--config", docker_config, "push", "-q", f"{repo}:{tag}"],
+        ]
+        for argv in steps:
+            stdin = registry_password(env) if "login" in argv else None
+            result = run(argv, input=stdin)
+            if result.returncode != 0:
+                raise TestbedError(f"{' '.join(argv[:4])} failed: {result.stderr[-2000:]}")
+    return tag
+
+
+@dataclass
+class PlaybookRun:
+    argv: list[str]
+    returncode: int
+    output: str
+    seconds: float
+
+    @property
+    def recap(self) -> dict[str, int]:
+        match = re.search(r"testbed\s*:\s*(ok=\d+.*)$", self.output, flags=re.M)
+        if not match:
+            return {}
+        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+    @property
+    def changed(self) -> int:
+        return self.recap.get("changed", -1)
+
+
+@dataclass
+class Ansible:
+    """ansible-playbook with the testbed's inventory; the registry password only ever in the process environment."""
+
+    # repr=False: pytest prints fixtures in failure reports, and base_env holds the registry password.
+    env: dict[str, str] = field(repr=False)
+    base_env: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.base_env = {
+            **os.environ,
+            "ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+            "TESTBED_DIR": str(TESTBED),
+            "REGISTRY_USERNAME": self.env["REGISTRY_USER"],
+            "REGISTRY_PASSWORD": registry_password(self.env),
+            "GITHUB_ACTOR": "e2e-tests",
+        }
+        for name in ("MODEL_NAME", "ALLOWED_ORIGINS", "RATE_LIMIT_PER_MINUTE", "GITHUB_RUN_ID"):
+            self.base_env.pop(name, None)
+
+    def argv(self, playbook: str, *extra: str) -> list[str]:
+        return [str(ANSIBLE_PLAYBOOK), str(PLAYBOOKS / playbook), "-i", str(INVENTORY), *extra]
+
+    def start(self, playbook: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.argv(playbook, *extra),
+            env=env or self.base_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def run(self, playbook: str, *extra: str, env: dict[str, str] | None = None, timeout: float = 300) -> PlaybookRun:
+        started = time.monotonic()
+        proc = self.start(playbook, *extra, env=env)
+        output, _ = proc.communicate(timeout=timeout)
+        return PlaybookRun(self.argv(playbook, *extra), proc.returncode, output, time.monotonic() - started)
+
+    def deploy(self, app_env: str, tag: str, *extra: str, **kwargs) -> PlaybookRun:
+        return self.run("deploy.yml", "-e", f"app_env={app_env}", "-e", f"image_tag={tag}", *extra, **kwargs)
+
+    def rollback(self, app_env: str, *extra: str, **kwargs) -> PlaybookRun:
+        return self.run("rollback.yml", "-e", f"app_env={app_env}", *extra, **kwargs)
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback URL of the testbed)
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return -1, str(exc)
+
+
+def health(app_env: str) -> dict:
+    status, body = http_get(f"http://127.0.0.1:{PORTS[app_env]}/health")
+    return json.loads(body) if status == 200 else {"status": status, "body": body}
+
+
+def container(app_env: str) -> dict | None:
+    """docker inspect of the serving container, or None."""
+    result = run(["docker", "inspect", f"{PROJECTS[app_env]}-api-1"])
+    return json.loads(result.stdout)[0] if result.returncode == 0 else None
+
+
+def container_exists(name: str) -> bool:
+    return run(["docker", "inspect", name]).returncode == 0
+
+
+def history() -> list[dict]:
+    if not HISTORY.exists():
+        return []
+    return [json.loads(line) for line in HISTORY.read_text().splitlines() if line.strip()]
+
+
+def double(env: dict[str, str], action: str, payload: dict | None = None) -> None:
+    """POST to the Ollama double's control API (/_double/config or /_double/reset)."""
+    request = urllib.request.Request(  # noqa: S310 (loopback URL of the testbed)
+        f"{env['OLLAMA_HOST_URL']}/_double/{action}",
+        data=json.dumps(payload or {}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback URL of the testbed)
+        assert response.status == 200
+
+
+def reset_stacks() -> None:
+    """Start from nothing deployed: remove both stacks' containers, candidates, files and the release history."""
+    for project in PROJECTS.values():
+        for name in (f"{project}-api-1", f"{project}-candidate"):
+            run(["docker", "rm", "-f", name])
+        run(["docker", "network", "rm", f"{project}_default"])
+    run(["rm", "-rf", str(DEPLOY_HOME / "staging"), str(DEPLOY_HOME / "production"), str(DEPLOY_HOME / "state")])
+
+
+class Probe:
+    """GET a URL at a fixed rate in a background thread; count failures (anything but 200)."""
+
+    def __init__(self, url: str, rate: float = 20.0) -> None:
+        self.url, self.interval = url, 1.0 / rate
+        self.results: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            status, _ = http_get(self.url, timeout=1.0)
+            self.results.append((time.monotonic(), status))
+            next_at += self.interval
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def __enter__(self) -> Probe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    @property
+    def failures(self) -> int:
+        return sum(1 for _, status in self.results if status != 200)
+
+    @property
+    def unavailable_seconds(self) -> float:
+        """Time from the first failed probe to the next success (summed over outages), in seconds."""
+        total, down_since = 0.0, None
+        for at, status in self.results:
+            if status != 200 and down_since is None:
+                down_since = at
+            elif status == 200 and down_since is not None:
+                total += at - down_since
+                down_since = None
+        if down_since is not None:
+            total += self.results[-1][0] - down_since
+        return total
+
+
+def snapshot() -> dict:
+    """What a refused run must not change: both stacks' containers, their files on the host, the history."""
+    state: dict = {"history": len(history())}
+    for app_env, project in PROJECTS.items():
+        info = container(app_env)
+        state[app_env] = (info["Id"], info["State"]["StartedAt"]) if info else None
+        for path in (DEPLOY_HOME / app_env / "compose.yml", DEPLOY_HOME / app_env / f".env.{app_env}"):
+            state[str(path)] = path.stat().st_mtime_ns if path.exists() else None
+        state[f"{project}-candidate"] = container_exists(f"{project}-candidate")
+    return state

@@ -1,0 +1,76 @@
+"""Deploy staging then production over SSH with the real playbook; isolation, idempotence, history, secrets."""
+
+from __future__ import annotations
+
+import stat
+import subprocess
+
+from tests.e2e import harness
+from tests.e2e.harness import DEPLOY_HOME
+
+
+def test_deploy_staging_then_production_serves_each_on_its_port(ansible, images):
+    staging = ansible.deploy("staging", images.first)
+    assert staging.returncode == 0, staging.output[-4000:]
+    assert harness.health("staging") == {"status": "ok", "env": "staging", "version": images.first}
+    # cloudflared's ingress (the user's ~/.cloudflared/config.yml on the testbed) was really checked.
+    assert "staging: staging.llm.example.com -> http://localhost:8001" in staging.output
+    assert harness.container("production") is None, "a staging deploy must not create production's stack"
+
+    production = ansible.deploy("production", images.first)
+    assert production.returncode == 0, production.output[-4000:]
+    assert harness.health("production") == {"status": "ok", "env": "production", "version": images.first}
+    # Published on loopback only, on the environment's own port.
+    bindings = harness.container("production")["HostConfig"]["PortBindings"]["8000/tcp"]
+    assert bindings == [{"HostIp": "127.0.0.1", "HostPort": "8000"}]
+
+
+def test_staging_deploy_leaves_production_untouched_and_history_grows(ansible, images):
+    before = harness.container("production")
+    lines_before = len(harness.history())
+
+    result = ansible.deploy("staging", images.second)
+    assert result.returncode == 0, result.output[-4000:]
+
+    assert harness.health("staging")["version"] == images.second
+    after = harness.container("production")
+    assert (after["Id"], after["State"]["StartedAt"]) == (before["Id"], before["State"]["StartedAt"])
+    assert harness.health("production")["version"] == images.first
+    entries = harness.history()
+    assert len(entries) == lines_before + 1
+    last = entries[-1]
+    assert (last["env"], last["tag"], last["result"], last["action"]) == ("staging", images.second, "success", "deploy")
+    assert last["digest"].startswith("sha256:") and last["actor"] == "e2e-tests" and last["time"]
+
+
+def test_second_deploy_changes_nothing_and_never_shows_the_password(ansible, images, testbed):
+    serving = harness.container("staging")
+    lines_before = len(harness.history())
+
+    # -vvv: the most verbose output an operator could paste into a ticket.
+    result = ansible.deploy("staging", images.second, "-vvv")
+    assert result.returncode == 0, result.output[-4000:]
+    assert result.changed == 0, f"second deploy changed something: {result.recap}"
+    assert harness.container("staging")["Id"] == serving["Id"]
+    assert len(harness.history()) == lines_before, "a no-op deploy must not add history lines"
+    password = harness.registry_password(testbed)
+    assert password not in result.output
+
+
+def test_no_secret_in_docker_inspect_history_or_files_and_env_files_are_0600(testbed):
+    password = harness.registry_password(testbed)
+    for app_env in ("staging", "production"):
+        inspect = subprocess.run(
+            ["docker", "inspect", f"{harness.PROJECTS[app_env]}-api-1"], capture_output=True, text=True, check=True
+        ).stdout
+        assert password not in inspect
+        env_file = DEPLOY_HOME / app_env / f".env.{app_env}"
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        assert password not in env_file.read_text()
+        assert stat.S_IMODE((DEPLOY_HOME / app_env).stat().st_mode) == 0o700
+    assert password not in harness.HISTORY.read_text()
+    assert stat.S_IMODE(harness.HISTORY.stat().st_mode) == 0o600
+    # The isolated DOCKER_CONFIG holds the registry login (that is its job) but only for the deploy user.
+    docker_config = DEPLOY_HOME / "docker-config"
+    assert stat.S_IMODE(docker_config.stat().st_mode) == 0o700
+    assert '"credsStore"' not in (docker_config / "config.json").read_text()

@@ -1,0 +1,97 @@
+"""The per-environment deploy lock: concurrent deploys, a stale lock, and a deploy killed with SIGKILL midway."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+from tests.e2e import harness
+from tests.e2e.harness import DEPLOY_HOME
+
+LOCK = DEPLOY_HOME / "state" / "locks" / "staging.lock"
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def as_deploy_user(*argv: str) -> None:
+    subprocess.run(["runuser", "-u", "deploy", "--", *argv], check=True)
+
+
+def test_second_concurrent_deploy_fails_naming_the_holder(ansible, images):
+    first = ansible.start("deploy.yml", "-e", "app_env=staging", "-e", f"image_tag={images.first}")
+    try:
+        wait_for(lambda: (LOCK / "holder.json").exists(), 120, "the first deploy to take the lock")
+        second = ansible.deploy("staging", images.second, "-e", "deploy_lock_wait=0")
+    finally:
+        output, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, output[-4000:]
+    assert second.returncode != 0
+    assert "Another deploy holds" in second.output and "e2e-tests" in second.output
+    assert f"tag {images.first}" in second.output  # the holder's tag is named too
+    assert harness.health("staging")["version"] == images.first
+    assert not LOCK.exists(), "the lock must be released after the first deploy"
+
+
+def test_second_concurrent_deploy_waits_for_the_first(ansible, images):
+    first = ansible.start("deploy.yml", "-e", "app_env=staging", "-e", f"image_tag={images.second}")
+    try:
+        wait_for(lambda: (LOCK / "holder.json").exists(), 120, "the first deploy to take the lock")
+        second = ansible.deploy("staging", images.first, "-e", "deploy_lock_wait=240")
+    finally:
+        output, _ = first.communicate(timeout=300)
+    assert first.returncode == 0, output[-4000:]
+    assert second.returncode == 0, second.output[-4000:]
+    assert "waited for" in second.output
+    assert harness.health("staging")["version"] == images.first
+
+
+def test_stale_lock_is_broken_with_a_warning(ansible, images):
+    as_deploy_user("mkdir", "-p", str(LOCK))
+    holder = {"id": "ci:4242", "actor": "cancelled-ci-job", "tag": "sha-1111111", "since_epoch": time.time() - 3600}
+    write = f"import json, sys; json.dump({holder!r}, open(sys.argv[1], 'w'))"
+    as_deploy_user("python3", "-c", write, str(LOCK / "holder.json"))
+    result = ansible.deploy("staging", images.second, "-e", "deploy_lock_stale_after=600", "-e", "deploy_lock_wait=5")
+    assert result.returncode == 0, result.output[-4000:]
+    assert "Broke the deploy lock" in result.output and "cancelled-ci-job" in result.output
+    assert not LOCK.exists()
+
+
+def test_sigkill_midway_keeps_the_container_and_the_rerun_converges(ansible, images):
+    serving = harness.container("staging")
+    assert serving["Config"]["Labels"]["io.local-llm-server.tag"] == images.second
+    proc = ansible.start("deploy.yml", "-e", "app_env=staging", "-e", f"image_tag={images.first}")
+    try:
+        # Kill it in the middle of the release: the candidate is up, the cut-over has not happened.
+        wait_for(lambda: harness.container_exists("llm-staging-candidate"), 180, "the candidate container")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    # The environment never lost its serving container.
+    info = harness.container("staging")
+    assert info["Id"] == serving["Id"] and info["State"]["Running"]
+    assert harness.health("staging")["version"] == images.second
+    assert LOCK.exists(), "the killed run leaves its lock behind (that is what the rerun must cope with)"
+    holder = json.loads((LOCK / "holder.json").read_text())
+    assert holder["actor"] == "e2e-tests"
+
+    rerun = ansible.deploy("staging", images.first)
+    assert rerun.returncode == 0, rerun.output[-4000:]
+    assert "its holder is gone" in rerun.output  # the dead run's lock was broken at once, not after 15 minutes
+    assert harness.health("staging")["version"] == images.first
+    assert not harness.container_exists("llm-staging-candidate")
+    again = ansible.deploy("staging", images.first)
+    assert again.returncode == 0 and again.changed == 0, again.output[-3000:]

@@ -1,0 +1,43 @@
+"""verify.yml: read-only report of both stacks; exit 0 when healthy, non-zero when anything is unhealthy."""
+
+from __future__ import annotations
+
+import subprocess
+
+from tests.e2e import harness
+
+
+def test_verify_reports_both_stacks_healthy_and_changes_nothing(ansible):
+    before = harness.snapshot()
+    result = ansible.run("verify.yml")
+    assert result.returncode == 0, result.output[-4000:]
+    assert result.changed == 0
+    assert "staging: HEALTHY" in result.output and "production: HEALTHY" in result.output
+    assert harness.snapshot() == before
+
+
+def test_verify_fails_when_a_stack_is_down(ansible):
+    name = "llm-production-api-1"
+    subprocess.run(["docker", "stop", "-t", "2", name], check=True, capture_output=True)
+    try:
+        result = ansible.run("verify.yml")
+    finally:
+        subprocess.run(["docker", "start", name], check=True, capture_output=True)
+    assert result.returncode != 0
+    assert "production: UNHEALTHY" in result.output and "staging: HEALTHY" in result.output
+    assert "Unhealthy: production" in result.output
+
+
+def test_verify_fails_when_the_running_tag_is_not_the_last_release(ansible, images):
+    # Someone started an old image by hand outside the pipeline: verify must notice the drift.
+    entries = harness.history()
+    last_staging = [e for e in entries if e["env"] == "staging" and e["result"] == "success"][-1]
+    harness.HISTORY.write_text(
+        harness.HISTORY.read_text() + harness.json.dumps({**last_staging, "tag": "sha-fffffff"}) + "\n"
+    )
+    try:
+        result = ansible.run("verify.yml")
+    finally:
+        harness.HISTORY.write_text("".join(harness.json.dumps(e, sort_keys=True) + "\n" for e in entries))
+    assert result.returncode != 0
+    assert "staging: UNHEALTHY" in result.output and "last_release=sha-fffffff" in result.output
