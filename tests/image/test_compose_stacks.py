@@ -225,6 +225,8 @@ def test_wait_blocks_until_healthy_with_the_template_healthcheck(stacks):
     for stack in stacks.values():
         c = stack.container()
         assert c["Config"]["Healthcheck"]["Interval"] == 1_000_000_000
+        # The probe itself is the image's (the template sets only the timings).
+        assert c["Config"]["Healthcheck"]["Test"] == inspect(c["Image"], "image")["Config"]["Healthcheck"]["Test"]
         wait_for(lambda c=c: inspect(c["Id"])["State"]["Health"]["Status"] == "healthy", 30, "healthy")
 
 
