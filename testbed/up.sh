@@ -100,13 +100,16 @@ if ((${#missing[@]})); then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d
         policy_created=1
     fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$LOGS/apt.log" 2>&1 ||
-        {
-            tail -n 20 "$LOGS/apt.log" >&2
-            die "apt-get install failed (log: $LOGS/apt.log)"
-        }
+    apt_ok=1
+    {
+        apt-get update -qq &&
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    } >"$LOGS/apt.log" 2>&1 || apt_ok=0
     ((policy_created)) && rm -f /usr/sbin/policy-rc.d
+    if ((!apt_ok)); then
+        tail -n 20 "$LOGS/apt.log" >&2
+        die "apt-get failed (log: $LOGS/apt.log)"
+    fi
 else
     log "Debian packages present"
 fi
