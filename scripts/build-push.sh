@@ -15,21 +15,11 @@
 #   BUILD_VARIANT  any string: a distinct build (and tag) from the same tree, e.g. the demo's second release;
 #                  baked into the image as the label io.local-llm-server.variant
 #   PUSH=0         build and tag only
+# `build-push.sh --tag-only` prints the tag it would use and exits (no testbed needed).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-ENV_FILE="$ROOT/.testbed/env"
-[[ -f $ENV_FILE ]] || {
-    echo "build-push: no $ENV_FILE; run 'make testbed-up' first" >&2
-    exit 1
-}
-# Values already in the environment win over the testbed's.
-while IFS='=' read -r key value; do
-    [[ $key =~ ^[A-Z_][A-Z0-9_]*$ ]] || continue
-    [[ -n ${!key:-} ]] || export "$key=$value"
-done <"$ENV_FILE"
-: "${IMAGE_REPOSITORY:?}" "${REGISTRY:?}" "${REGISTRY_USER:?}" "${REGISTRY_PASSWORD_FILE:?}" "${BASE_IMAGE:?}"
 BUILD_VARIANT=${BUILD_VARIANT:-}
 PUSH=${PUSH:-1}
 
@@ -58,6 +48,22 @@ fi
     echo "build-push: bad tag $TAG" >&2
     exit 1
 }
+if [[ ${1:-} == --tag-only ]]; then
+    echo "$TAG"
+    exit 0
+fi
+
+ENV_FILE="$ROOT/.testbed/env"
+[[ -f $ENV_FILE ]] || {
+    echo "build-push: no $ENV_FILE; run 'make testbed-up' first" >&2
+    exit 1
+}
+# Values already in the environment win over the testbed's.
+while IFS='=' read -r key value; do
+    [[ $key =~ ^[A-Z_][A-Z0-9_]*$ ]] || continue
+    [[ -n ${!key:-} ]] || export "$key=$value"
+done <"$ENV_FILE"
+: "${IMAGE_REPOSITORY:?}" "${REGISTRY:?}" "${REGISTRY_USER:?}" "${REGISTRY_PASSWORD_FILE:?}" "${BASE_IMAGE:?}"
 IMAGE="$IMAGE_REPOSITORY:$TAG"
 
 # ------------------------------------------------------------------------------------------- build
