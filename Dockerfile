@@ -28,6 +28,8 @@ RUN python3 -m venv /opt/venv \
 FROM ${BASE_IMAGE}
 ARG APP_VERSION=dev
 ARG VCS_REF=unknown
+# A placeholder: GitHub's build sets the label from the repository (docker/metadata-action), build-push.sh from
+# the git remote when it is a GitHub URL.
 ARG SOURCE_URL=https://github.com/local-llm-server/local-llm-server
 LABEL org.opencontainers.image.title="local-llm-server" \
       org.opencontainers.image.description="FastAPI gateway in front of a host-local Ollama" \
