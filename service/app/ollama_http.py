@@ -18,6 +18,7 @@ import asyncio
 import json
 import ssl
 from collections import deque
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httptools
@@ -259,8 +260,12 @@ class OllamaHTTP:
         body: bytes | None = None,
         content_type: str = "application/json",
         read_timeout: float | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> Response:
-        """Send a request and wait for the status line and headers (the body is read from the Response)."""
+        """Send a request and wait for the status line and headers (the body is read from the Response).
+
+        `on_sent` is called once the request is written to an established connection (connecting is over).
+        """
         head = f"{method} {self.prefix}{path} HTTP/1.1\r\n".encode() + self._fixed
         if body is not None:
             head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n".encode()
@@ -273,6 +278,8 @@ class OllamaHTTP:
                 if conn.closed:
                     raise ProtocolError("idle connection was closed")
                 conn.transport.write(data)
+                if on_sent is not None:
+                    on_sent()
                 while not conn.headers_done:
                     if conn.error is not None:
                         raise conn.error

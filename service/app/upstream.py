@@ -233,10 +233,10 @@ class Generation(Response):
         """Wait for a slot, send the request and wait for the first body chunk.
 
         Returns (response, chunk iterator, first chunk). The early-chunk deadline covers all three, so a client
-        waiting in the queue also sees its stream start.
+        waiting in the queue also sees its stream start. `self._sent` resolves once the request is on the wire.
         """
         await self._acquire()
-        resp = await self.upstream.client.request("POST", self.path, self.body)
+        resp = await self.upstream.client.request("POST", self.path, self.body, on_sent=self._mark_sent)
         try:
             if resp.status_code != 200:
                 await resp.read()
@@ -251,14 +251,23 @@ class Generation(Response):
             resp.close()
             raise
 
+    def _mark_sent(self) -> None:
+        if not self._sent.done():
+            self._sent.set_result(None)
+
     async def _streamed(self, send) -> None:
         metrics = self.upstream.metrics
         default_type = b"text/event-stream" if self.kind == "openai" else b"application/x-ndjson"
+        self._sent = asyncio.get_running_loop().create_future()
         opener = asyncio.ensure_future(self._open())
         resp = None
         committed = False
         try:
             await asyncio.wait((opener,), timeout=self.upstream.settings.first_chunk_deadline)
+            if not opener.done() and self._held and not self._sent.done():
+                # Still connecting to Ollama: wait for that (at most OLLAMA_CONNECT_TIMEOUT, far below Cloudflare's
+                # 100 s), so an unreachable Ollama is still a clean 503 rather than a 200 with an error line.
+                await asyncio.wait((opener, self._sent), return_when=asyncio.FIRST_COMPLETED)
             if not opener.done():
                 # Ollama is still loading the model or reading the prompt: show the client the stream is alive.
                 await send({"type": "http.response.start", "status": 200, "headers": _stream_headers(default_type)})

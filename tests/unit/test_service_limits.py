@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import time
 
 import httpx
@@ -107,3 +109,44 @@ def test_ready_is_503_when_ollama_is_down_but_health_is_fine(down_service):
     assert f"127.0.0.1:{port}" in ready.json()["reason"]
     assert httpx.get(proc.url + "/health").status_code == 200  # liveness does not depend on Ollama
     assert metric_value(httpx.get(proc.url + "/metrics").text, "gateway_upstream_errors_total", kind="connect") > 0
+
+
+@pytest.fixture(scope="module")
+def blackhole():
+    """A port where TCP connects hang: a listener whose accept backlog is full (SYNs are dropped)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.2)
+    yield port
+    for sock in [*fillers, server]:
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def blackhole_service(start_service, ollama_double, blackhole):
+    url = f"http://127.0.0.1:{blackhole}"
+    return start_service(**base_env(ollama_double, OLLAMA_BASE_URL=url, OLLAMA_CONNECT_TIMEOUT="0.5")), url
+
+
+@pytest.mark.parametrize(
+    ("path", "body"), [("/api/tags", None), ("/api/chat", CHAT), ("/v1/chat/completions", {**CHAT, "stream": True})]
+)
+def test_ollama_connect_timeout_is_503_within_the_timeout(blackhole_service, path, body):
+    # Even a streamed request gets the 503, not a 200 with an early chunk: connecting (bounded by
+    # OLLAMA_CONNECT_TIMEOUT) is waited out before the early chunk is sent.
+    proc, url = blackhole_service
+    start = time.perf_counter()
+    resp = httpx.request("GET" if body is None else "POST", proc.url + path, json=body, timeout=10)
+    elapsed = time.perf_counter() - start
+    assert 0.4 < elapsed < 2.0, elapsed
+    assert resp.status_code == 503
+    assert url in resp.text and "timed out" in resp.text
