@@ -47,6 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # no CDN-loaded UI on a production API; /openapi.json stays
         redoc_url=None,
+        # FastAPI's OpenTelemetry hooks look up the global providers on every request; metrics are Prometheus here.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     router, fast_lane = build_router(settings, upstream, gate, metrics)
