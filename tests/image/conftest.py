@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,16 +110,20 @@ class BuiltImage:
 
 
 @pytest.fixture(scope="session")
-def built_image(testbed, docker_config) -> BuiltImage:
+def built_image(testbed, docker_config) -> Iterator[BuiltImage]:
     repository = f"{testbed['REGISTRY']}/{TEST_REPOSITORY}"
     result = run("bash", "scripts/build-push.sh", env={"IMAGE_REPOSITORY": repository, **docker_config}, timeout=900)
     values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
     assert TAG_RE.match(values.get("IMAGE_TAG", "")), f"build-push.sh printed no valid IMAGE_TAG:\n{result.stdout}"
     assert values.get("IMAGE") == f"{repository}:{values['IMAGE_TAG']}", result.stdout
-    return BuiltImage(
+    yield BuiltImage(
         repository=repository,
         tag=values["IMAGE_TAG"],
         digest=values.get("IMAGE_DIGEST", ""),
         image_id=inspect(values["IMAGE"], "image")["Id"],
         output=result.stdout + result.stderr,
     )
+    # Every run with uncommitted edits makes a new tag: drop this repository's local tags (the registry keeps them).
+    tags = run("docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", repository).stdout.split()
+    if tags:
+        run("docker", "image", "rm", *tags, check=False)

@@ -43,7 +43,7 @@ def local_stack(testbed, tmp_path_factory):
         compose("up", "-d", "--build", "--wait", "--wait-timeout", "120")
         yield copy, port, compose
     finally:
-        compose("down", "--volumes", "--remove-orphans", "--timeout", "5", check=False)
+        compose("down", "--volumes", "--remove-orphans", "--rmi", "all", "--timeout", "5", check=False)
 
 
 def test_local_stack_builds_and_serves_in_local_mode(local_stack):
