@@ -11,7 +11,7 @@
 #   BASE_IMAGE     debootstrap (bookworm minbase + python3) + docker import, cached between runs
 #   WHEELHOUSE     pip download of requirements.txt on the host, for offline image builds
 #
-# Contract: /tmp/briefs/testbed-contract.md (summarised in README.md). Idempotent: what already runs is reused,
+# Contract: README.md, "The testbed" (tests/image/test_testbed.py checks it). Idempotent: what already runs is reused,
 # what is missing is installed or started. Everything it starts is listed in .testbed/manifest, which
 # testbed/down.sh reads to stop exactly that. Writes .testbed/env (KEY=VALUE lines, shell-sourceable).
 # Binds only to 127.0.0.1 and the docker0 gateway.
