@@ -93,7 +93,9 @@ def test_stream_omitted_means_streaming_on_ollama_routes(client, double):
     resp = client.post("/api/chat", json=CHAT)  # no "stream": Ollama's default is to stream
     assert resp.headers["content-type"].startswith("application/x-ndjson")
     lines = [json.loads(line) for line in resp.text.splitlines()]
-    assert len(lines) == 6 and lines[-1]["done"] is True
+    # On a busy machine the double may miss FIRST_CHUNK_DEADLINE: then an early empty chunk comes first.
+    tokens = [c for c in lines if c["message"]["content"]]
+    assert len(tokens) == 5 and lines[-1]["done"] is True
     assert "stream" not in double.requests[0].body
 
 

@@ -127,7 +127,8 @@ def test_error_after_streaming_began_ends_with_error_line(client, double):
     with client.stream("POST", "/api/chat", json=CHAT) as resp:
         assert resp.status_code == 200
         lines = [json.loads(line) for line in resp.iter_lines() if line]
-    assert [c["message"]["content"] for c in lines[:2]] == ["tok0", " tok1"]
+    # (An early empty chunk may come first when the double misses FIRST_CHUNK_DEADLINE on a busy machine.)
+    assert [c["message"]["content"] for c in lines[:-1] if c["message"]["content"]] == ["tok0", " tok1"]
     assert lines[-1] == {"error": "CUDA out of memory"}
 
 
@@ -137,7 +138,7 @@ def test_mid_stream_error_raises_in_both_clients(service, double):
     with pytest.raises(ollama.ResponseError, match="CUDA out of memory"):
         for chunk in ollama.Client(host=service.url).chat(model=MODEL, messages=CHAT["messages"], stream=True):
             seen.append(chunk.message.content)
-    assert seen == ["tok0", " tok1"]
+    assert [text for text in seen if text] == ["tok0", " tok1"]
     client = openai.OpenAI(base_url=service.url + "/v1", api_key="unused")
     with pytest.raises(openai.APIError, match="CUDA out of memory"):
         for _ in client.chat.completions.create(model=MODEL, messages=CHAT["messages"], stream=True):
@@ -216,7 +217,7 @@ def test_upstream_connection_lost_mid_stream(scripted):
     proc = scripted(head + first)  # ... and then the connection closes without the terminating chunk
     with httpx.stream("POST", proc.url + "/api/chat", json=CHAT, timeout=10) as resp:
         lines = [json.loads(line) for line in resp.iter_lines() if line]
-    assert lines[0]["message"]["content"] == "tok0"
+    assert [c["message"]["content"] for c in lines[:-1] if c["message"]["content"]] == ["tok0"]
     assert "broke off" in lines[-1]["error"]
 
 
