@@ -4,6 +4,6 @@ import json
 
 
 def test_reported_stack_is_running_and_healthy(host):
-    state = json.loads(host.check_output("docker inspect molecule-status-api-1 --format '{{json .State}}'"))
-    assert state["Running"] and state["Health"]["Status"] == "healthy"
-    assert state["RestartCount"] == 0
+    info = json.loads(host.check_output("docker inspect molecule-status-api-1"))[0]
+    assert info["State"]["Running"] and info["State"]["Health"]["Status"] == "healthy"
+    assert info["RestartCount"] == 0
