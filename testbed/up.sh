@@ -374,6 +374,10 @@ ingress:
     service: http://localhost:8000
   - service: http_status:404
 EOF
+# The deploy user cannot read the root-only .testbed: give it the copy a Mac user's cloudflared keeps in
+# ~/.cloudflared/config.yml, one of the paths the cloudflared_check role reads the ingress from.
+install -d -m 0755 -o "$SSH_USER" -g "$SSH_USER" "$home/.cloudflared"
+install -m 0644 -o "$SSH_USER" -g "$SSH_USER" "$CF/config.yml" "$home/.cloudflared/config.yml"
 if proc_alive cloudflared-standin cloudflared_standin.py; then
     log "cloudflared stand-in: running on $CLOUDFLARED_METRICS"
 else
