@@ -98,6 +98,7 @@ double: venv ## Run the Ollama double on 127.0.0.1:11434
 
 .PHONY: bench-service
 bench-service: venv ## Added latency / throughput of the service vs the double (one run, side by side)
+	@command -v wrk > /dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk > /dev/null
 	$(PY) bench/service.py
 
 .PHONY: bench-image
