@@ -87,22 +87,45 @@ def parse_playbook_call(argv: list[str]) -> tuple[str, str, list[str]]:
     return playbook, inventory, extra
 
 
+ROLES_DIR = ROOT / "ansible" / "roles"
+
+
 def roles_of(playbook: Path) -> set[str]:
+    """Roles a playbook runs: named in it (roles:, include_role, import_role) plus their meta dependencies."""
     text = playbook.read_text()
     names = set(re.findall(r"(?:role|name):\s*([a-z_]+)\s*$", text, flags=re.M))
-    names |= set(re.findall(r"^\s*-\s*([a-z_]+)\s*$", text, flags=re.M))
-    roles_dir = ROOT / "ansible" / "roles"
-    return {n for n in names if (roles_dir / n).is_dir()}
+    found = {n for n in names if (ROLES_DIR / n).is_dir()}
+    pending = list(found)
+    while pending:
+        meta = ROLES_DIR / pending.pop() / "meta" / "main.yml"
+        deps = (yaml.safe_load(meta.read_text()) or {}).get("dependencies", []) if meta.exists() else []
+        for dep in deps:
+            name = dep["role"] if isinstance(dep, dict) else dep
+            if name not in found:
+                found.add(name)
+                pending.append(name)
+    return found
+
+
+def jinja_names(value) -> set[str]:
+    """Identifiers used inside {{ ... }} of a defaults value: the inputs a role's defaults are derived from."""
+    names: set[str] = set()
+    for expr in re.findall(r"\{\{(.*?)\}\}", yaml.safe_dump(value), flags=re.S):
+        expr = re.sub(r"'[^']*'|\"[^\"]*\"", "", expr)
+        names |= set(re.findall(r"(?<![\w.|])([a-z_][a-z0-9_]*)", expr))
+    return names
 
 
 def accepted_variables(playbook: Path) -> set[str]:
-    """Variables the playbook's roles declare (defaults and argument specs) plus the play's own vars."""
+    """What -e may set: the roles' defaults and argument specs, the inputs their defaults derive from, and the
+    play's own vars."""
     accepted: set[str] = set()
     for role in roles_of(playbook):
-        role_dir = ROOT / "ansible" / "roles" / role
+        role_dir = ROLES_DIR / role
         defaults = role_dir / "defaults" / "main.yml"
         if defaults.exists():
-            accepted |= set((yaml.safe_load(defaults.read_text()) or {}).keys())
+            data = yaml.safe_load(defaults.read_text()) or {}
+            accepted |= set(data) | jinja_names(data)
         specs = role_dir / "meta" / "argument_specs.yml"
         if specs.exists():
             for spec in (yaml.safe_load(specs.read_text()) or {}).get("argument_specs", {}).values():
@@ -110,6 +133,12 @@ def accepted_variables(playbook: Path) -> set[str]:
     for play in yaml.safe_load(playbook.read_text()) or []:
         accepted |= set(play.get("vars", {}) or {})
     return accepted
+
+
+def test_accepted_variables_is_not_a_blank_cheque():
+    accepted = accepted_variables(ROOT / "ansible" / "deploy.yml")
+    assert {"image_tag", "app_env"} <= accepted
+    assert "imagetag" not in accepted and "image_tags" not in accepted
 
 
 def readme_table_names() -> set[str]:
