@@ -1,0 +1,114 @@
+"""The deploy workflows' sequence, rehearsed on the testbed through the same make targets they call.
+
+deploy-staging.yml:    make ssh-setup -> make deploy ENV=staging IMAGE_TAG=sha-...
+deploy-production.yml: make promote   -> make ssh-setup -> make deploy ENV=production IMAGE_TAG=sha-...
+rollback.yml:          make ssh-setup -> make rollback ENV=<env> [IMAGE_TAG=sha-...]
+Here the inventory is the testbed's (ENV=local plus STACK=<env>, as one testbed plays both environments); the
+Tailscale join is the only step that cannot run here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import urllib.request
+from base64 import b64encode
+from pathlib import Path
+
+from tests.e2e import harness
+from tests.e2e.harness import ROOT
+
+
+def make(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def registry_digest(testbed: dict[str, str], tag: str) -> str:
+    """The manifest digest the registry serves for a tag (registry v2 API, with the testbed's credentials)."""
+    repo = testbed["IMAGE_REPOSITORY"].split("/", 1)[1]
+    request = urllib.request.Request(
+        f"http://{testbed['REGISTRY']}/v2/{repo}/manifests/{tag}",
+        method="HEAD",
+        headers={
+            "Accept": "application/vnd.docker.distribution.manifest.v2+json",
+            "Authorization": "Basic "
+            + b64encode(f"{testbed['REGISTRY_USER']}:{harness.registry_password(testbed)}".encode()).decode(),
+        },
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (the testbed's loopback registry)
+        return response.headers["Docker-Content-Digest"]
+
+
+def test_ssh_setup_gives_a_working_pinned_connection(testbed, tmp_path):
+    env = {
+        **os.environ,
+        "SSH_DIR": str(tmp_path / "ssh"),
+        "DEPLOY_SSH_KEY": Path(testbed["SSH_KEY"]).read_text(),
+        "DEPLOY_KNOWN_HOSTS": Path(testbed["SSH_KNOWN_HOSTS"]).read_text(),
+    }
+    result = make("ssh-setup", env=env)
+    assert result.returncode == 0, result.stderr
+
+    def ssh(known_hosts: Path) -> subprocess.CompletedProcess:
+        argv = ["ssh", "-F", "/dev/null", "-i", str(tmp_path / "ssh" / "id_ed25519"), "-p", testbed["SSH_PORT"]]
+        argv += ["-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"]
+        return subprocess.run(
+            [*argv, f"{testbed['SSH_USER']}@{testbed['SSH_HOST']}", "docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    assert ssh(tmp_path / "ssh" / "known_hosts").returncode == 0
+    # The pin is what lets it in: another host key for the same address is refused.
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other = (tmp_path / "other.pub").read_text().split()[:2]
+    wrong = tmp_path / "wrong_known_hosts"
+    wrong.write_text(f"[{testbed['SSH_HOST']}]:{testbed['SSH_PORT']} {' '.join(other)}\n")
+    refused = ssh(wrong)
+    assert refused.returncode != 0 and "host key" in refused.stderr.lower()
+
+
+def test_promote_retags_the_tested_digest_without_rebuilding(testbed, images, ansible):
+    with tempfile.TemporaryDirectory() as docker_config:
+        env = {**os.environ, "DOCKER_CONFIG": docker_config}
+        login = subprocess.run(
+            ["docker", "login", "--password-stdin", "-u", testbed["REGISTRY_USER"], testbed["REGISTRY"]],
+            input=harness.registry_password(testbed),
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert login.returncode == 0, login.stderr
+        result = make(
+            "promote", env={**env, "IMAGE_REPOSITORY": testbed["IMAGE_REPOSITORY"], "IMAGE_TAG": images.first}
+        )
+    assert result.returncode == 0, result.stderr
+    assert registry_digest(testbed, "latest") == registry_digest(testbed, images.first)
+
+
+def test_promote_refuses_a_tag_that_was_never_built(testbed, images):
+    env = {**os.environ, "IMAGE_REPOSITORY": testbed["IMAGE_REPOSITORY"], "IMAGE_TAG": "sha-0000000"}
+    result = make("promote", env=env)
+    assert result.returncode != 0
+    assert "not in the registry" in result.stderr
+
+
+def test_make_deploy_and_rollback_as_the_workflows_call_them(testbed, images, ansible):
+    env = ansible.base_env
+    for stack in ("staging", "production"):
+        result = make("deploy", "ENV=local", f"STACK={stack}", f"IMAGE_TAG={images.second}", env=env)
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+        assert harness.health(stack)["version"] == images.second
+    result = make("rollback", "ENV=local", "STACK=staging", f"IMAGE_TAG={images.first}", env=env)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert harness.health("staging")["version"] == images.first
+    assert harness.health("production")["version"] == images.second
+    last = harness.history()[-1]
+    assert (last["env"], last["tag"], last["result"]) == ("staging", images.first, "success")
+    # The registry password reached ansible-playbook through the environment only, never the command line.
+    assert harness.registry_password(testbed) not in json.dumps([result.args, result.stdout])
