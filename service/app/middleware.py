@@ -21,7 +21,13 @@ _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 
 class RequestContext:
-    """Request id (X-Request-ID honoured when sane, else made), one JSON log line and metrics per request."""
+    """Request id (X-Request-ID honoured when sane, else made), one JSON log line and metrics per request.
+
+    A successful /health is counted but not logged: Docker's healthcheck probes it every few seconds (every second
+    while starting), which would otherwise fill the 3 x 10 MB json-file log rotation with probe lines.
+    """
+
+    QUIET_PATHS = frozenset({"/health"})
 
     def __init__(self, app, metrics: Metrics, routes: frozenset[str]) -> None:
         self.app = app
@@ -76,7 +82,8 @@ class RequestContext:
                     self._children[key] = children
             children[0].inc()
             children[1].observe(duration)
-            if access_log.isEnabledFor(logging.INFO):
+            quiet = status == 200 and scope["path"] in self.QUIET_PATHS
+            if not quiet and access_log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
                 access_log.info(
                     {

@@ -251,6 +251,22 @@ def test_request_id_is_echoed_or_made_and_logged(client, service, double):
     assert "hello there" not in service.log()  # bodies are never logged
 
 
+def test_successful_health_probes_are_counted_but_not_logged(client, service, double):
+    # Docker probes /health every few seconds; one log line each would flood the 3 x 10 MB log rotation.
+    labels = {"route": "/health", "method": "GET", "status": "200"}
+    before = metric_value(client.get("/metrics").text, "gateway_requests_total", **labels)
+    for i in range(3):
+        assert client.get("/health", headers={"X-Request-ID": f"probe-{i}"}).status_code == 200
+    assert client.post("/health", headers={"X-Request-ID": "probe-bad"}).status_code == 405
+    client.get("/api/version", headers={"X-Request-ID": "after-probes"})
+    # Lines are written in order: once the later request is logged, a probe line would be there too.
+    assert service.wait_log(lambda r: r.get("request_id") == "after-probes")
+    probes = [r for r in service.records() if str(r.get("request_id", "")).startswith("probe-")]
+    assert [r["status"] for r in probes] == [405]
+    after = metric_value(client.get("/metrics").text, "gateway_requests_total", **labels)
+    assert after == before + 3
+
+
 def test_metrics_present_and_moving(client, double):
     def scrape() -> str:
         resp = client.get("/metrics")
