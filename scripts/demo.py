@@ -116,8 +116,8 @@ def main() -> None:
           env=secrets)  # fmt: skip
 
     step("7/7 Summary")
-    print(f"\n| {'environment':<11} | {'URL':<22} | {'running tag':<15} | {'health':<12} | {'deploy time':>11} |")
-    print(f"|{'-' * 13}|{'-' * 24}|{'-' * 17}|{'-' * 14}|{'-' * 13}|")
+    print(f"\n| {'environment':<11} | {'URL':<22} | {'running tag':<17} | {'health':<12} | {'deploy time':>11} |")
+    print(f"|{'-' * 13}|{'-' * 24}|{'-' * 19}|{'-' * 14}|{'-' * 13}|")
     healthy = True
     for name, port in STACKS.items():
         url = f"http://127.0.0.1:{port}"
@@ -125,7 +125,7 @@ def main() -> None:
         ready_status, _ = get_json(f"{url}/ready")
         health = "ready" if ready_status == 200 else f"NOT READY ({ready_status})"
         healthy &= ready_status == 200 and live.get("version") == tag1
-        print(f"| {name:<11} | {url:<22} | {live.get('version', '?'):<15} | {health:<12} | "
+        print(f"| {name:<11} | {url:<22} | {live.get('version', '?'):<17} | {health:<12} | "
               f"{timings[f'deploy {name}']:>9.1f} s |")  # fmt: skip
     rolled_back = get_json(f"http://127.0.0.1:{STACKS['staging']}/health")[1].get("version") == tag1
     print(f"\nRollback: staging {tag2} -> {tag1}: {'done' if rolled_back else 'FAILED'}")
