@@ -2,8 +2,9 @@
 
 Cloudflare adds `Cf-Access-Jwt-Assertion`, an RS256 JWT whose `aud` is the Access application's AUD tag, signed by
 keys published at https://<team>.cloudflareaccess.com/cdn-cgi/access/certs (REFERENCE.md, "Cloudflare Tunnel and
-Access"). Keys are fetched with the service's pooled client and cached for CF_ACCESS_JWKS_TTL; an unknown `kid`
-(key rotation) triggers a refetch, at most once per REFETCH_INTERVAL so random kids cannot hammer the certs URL.
+Access"). Keys are fetched with the service's pooled session (http_client.py) and cached for CF_ACCESS_JWKS_TTL;
+an unknown `kid` (key rotation) triggers a refetch, at most once per REFETCH_INTERVAL so random kids cannot hammer
+the certs URL.
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
+import aiohttp
 import jwt
 
 REFETCH_INTERVAL = 10.0
+FETCH_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
 
 
 class AuthError(Exception):
@@ -29,7 +31,7 @@ class AccessVerifier:
         self.audience = audience
         self.certs_url = certs_url
         self.ttl = ttl
-        self._http: httpx.AsyncClient | None = None
+        self.session: aiohttp.ClientSession | None = None  # the app's pooled session, set in the lifespan
         self._keys: dict[str | None, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
@@ -74,20 +76,15 @@ class AccessVerifier:
         return key
 
     async def _fetch(self) -> None:
+        assert self.session is not None
         try:
-            if self._http is None:
-                self._http = httpx.AsyncClient(timeout=5.0, trust_env=False)
-            resp = await self._http.get(self.certs_url)
-            resp.raise_for_status()
-            keyset = jwt.PyJWKSet.from_dict(resp.json())
-        except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+            async with self.session.get(self.certs_url, timeout=FETCH_TIMEOUT, allow_redirects=False) as resp:
+                resp.raise_for_status()
+                keyset = jwt.PyJWKSet.from_dict(await resp.json(content_type=None))
+        except (aiohttp.ClientError, TimeoutError, ValueError, jwt.PyJWTError) as exc:
             if not self._keys:
                 raise AuthError(503, f"cannot fetch Access keys from {self.certs_url}: {exc}") from None
             return  # keep serving with the keys we have; retry after REFETCH_INTERVAL
         finally:
             self._fetched_at = time.monotonic()
         self._keys = {k.key_id: k for k in keyset.keys}
-
-    async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()

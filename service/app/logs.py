@@ -55,4 +55,3 @@ def setup_logging(level: str) -> None:
         logger.propagate = True
     # Our access log line carries the request id, route and upstream timing; uvicorn's would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # httpx (JWKS fetches) logs every request at INFO

@@ -12,6 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 from .auth import AccessVerifier
 from .config import ConfigError, Settings, load_settings
 from .errors import error_response
+from .http_client import open_session
 from .limits import ClientKey, ConcurrencyGate, RateLimiter
 from .logs import setup_logging
 from .metrics import Metrics
@@ -32,13 +33,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await upstream.start()  # one pooled client for the app's lifetime
+        # The one pooled HTTP client for the app's lifetime (http_client.py): Ollama, and the Access keys.
+        session = open_session(settings)
+        upstream.start(session)
+        if verifier is not None:
+            verifier.session = session
         try:
             yield
         finally:
-            await upstream.close()
-            if verifier is not None:
-                await verifier.aclose()
+            await session.close()
 
     app = FastAPI(
         title="local-llm-server gateway",

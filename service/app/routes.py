@@ -28,8 +28,7 @@ from .config import Settings, normalize_model
 from .errors import error_response
 from .limits import ConcurrencyGate
 from .metrics import Metrics
-from .ollama_http import Response as UpstreamResponse
-from .upstream import Generation, Upstream, UpstreamError, passthrough
+from .upstream import Generation, Reply, Upstream, UpstreamError, passthrough
 
 # (path, method) as Ollama serves them (server/routes.go).
 MANAGEMENT_ROUTES = (
@@ -107,13 +106,13 @@ def build_router(
             return error_response(path, 400, "stream must be true or false", param="stream")
         return body, model, stream
 
-    async def forward(request: Request, method: str = "GET", body: bytes | None = None) -> UpstreamResponse | Response:
+    async def forward(request: Request, method: str = "GET", body: bytes | None = None) -> Reply | Response:
         try:
             return await upstream.request(method, request.url.path, body)
         except UpstreamError as err:
             return upstream.error(request.url.path, err)
 
-    def only_allowed(resp: UpstreamResponse, list_key: str, name_keys: tuple[str, ...]) -> Response:
+    def only_allowed(resp: Reply, list_key: str, name_keys: tuple[str, ...]) -> Response:
         if resp.status_code != 200:
             return passthrough(resp)
         data = resp.json()
@@ -181,22 +180,22 @@ def build_router(
     @router.head("/", tags=["ollama"], name="root_head")
     async def root(request: Request) -> Response:
         resp = await forward(request, request.method)
-        return passthrough(resp) if isinstance(resp, UpstreamResponse) else resp
+        return passthrough(resp) if isinstance(resp, Reply) else resp
 
     @router.get("/api/version", tags=["ollama"])
     async def version(request: Request) -> Response:
         resp = await forward(request)
-        return passthrough(resp) if isinstance(resp, UpstreamResponse) else resp
+        return passthrough(resp) if isinstance(resp, Reply) else resp
 
     @router.get("/api/tags", tags=["ollama"])
     async def tags(request: Request) -> Response:
         resp = await forward(request)
-        return only_allowed(resp, "models", ("name", "model")) if isinstance(resp, UpstreamResponse) else resp
+        return only_allowed(resp, "models", ("name", "model")) if isinstance(resp, Reply) else resp
 
     @router.get("/api/ps", tags=["ollama"])
     async def ps(request: Request) -> Response:
         resp = await forward(request)
-        return only_allowed(resp, "models", ("name", "model")) if isinstance(resp, UpstreamResponse) else resp
+        return only_allowed(resp, "models", ("name", "model")) if isinstance(resp, Reply) else resp
 
     @router.post("/api/show", tags=["ollama"], openapi_extra=schemas.show(model_names))
     async def show(request: Request) -> Response:
@@ -204,13 +203,13 @@ def build_router(
         if isinstance(parsed, Response):
             return parsed
         resp = await forward(request, "POST", parsed[0])
-        return passthrough(resp) if isinstance(resp, UpstreamResponse) else resp
+        return passthrough(resp) if isinstance(resp, Reply) else resp
 
     # ---- OpenAI-compatible (chat completions is with the generations above) -------------------------------
     @router.get("/v1/models", tags=["openai"])
     async def v1_models(request: Request) -> Response:
         resp = await forward(request)
-        return only_allowed(resp, "data", ("id",)) if isinstance(resp, UpstreamResponse) else resp
+        return only_allowed(resp, "data", ("id",)) if isinstance(resp, Reply) else resp
 
     # ---- refused -------------------------------------------------------------------------------------------
     async def refused(request: Request) -> Response:

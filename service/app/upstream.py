@@ -1,7 +1,7 @@
-"""Talking to Ollama: the pooled client, error mapping, and the gated (streaming) generation response.
+"""Talking to Ollama: requests over the pooled session, error mapping, and the gated (streaming) generation response.
 
 Bodies are forwarded as the client sent them (the routes only peek at `model` and `stream`), and only a minimal
-fixed set of headers goes upstream (ollama_http.py): never the browser's Origin (Ollama refuses origins outside
+fixed set of headers goes upstream (http_client.py): never the browser's Origin (Ollama refuses origins outside
 OLLAMA_ORIGINS), never the Access JWT, cookies or authorization.
 """
 
@@ -11,11 +11,13 @@ import asyncio
 import contextlib
 import json
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import aiohttp
 from starlette.responses import Response
 
-from . import ollama_http
+from . import http_client
 from .config import Settings
 from .errors import error_body, error_response, is_openai
 from .limits import ConcurrencyGate, QueueFull
@@ -47,53 +49,71 @@ def upstream_message(content: bytes) -> str:
     return content[:300].decode("utf-8", "replace") or "empty response"
 
 
+@dataclass(slots=True)
+class Reply:
+    """A whole upstream answer (read to the end, its connection already back in the pool)."""
+
+    status_code: int
+    content_type: str | None
+    content: bytes
+
+    def json(self):
+        return json.loads(self.content)
+
+
 class Upstream:
-    """The one pooled connection set to Ollama for the app's lifetime (created in the lifespan)."""
+    """Calls to Ollama over the app's one pooled session (http_client.py), and their error mapping."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.base_url = settings.ollama_base_url
         self.settings = settings
         self.metrics = metrics
-        self.client: ollama_http.OllamaHTTP | None = None
+        self.client: http_client.OllamaClient | None = None  # set by start() in the lifespan
 
-    async def start(self) -> None:
+    def start(self, session: aiohttp.ClientSession) -> None:
+        self.client = http_client.OllamaClient(session, self.settings)
+
+    def map_exception(self, exc: aiohttp.ClientError) -> UpstreamError:
         s = self.settings
-        self.client = ollama_http.OllamaHTTP(self.base_url, s.ollama_connect_timeout, s.ollama_read_timeout)
-
-    async def close(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-
-    def map_exception(self, exc: ollama_http.TransportError) -> UpstreamError:
-        if isinstance(exc, ollama_http.ConnectError):
-            return UpstreamError(503, f"cannot reach Ollama at {self.base_url}: {exc}", "connect")
-        if isinstance(exc, ollama_http.ReadTimeout):
-            return UpstreamError(504, f"Ollama at {self.base_url} timed out: {exc}", "timeout")
-        return UpstreamError(502, f"error talking to Ollama at {self.base_url}: {exc}", "protocol")
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            reason = f"connect timed out after {s.ollama_connect_timeout:g} s"
+            return UpstreamError(503, f"cannot reach Ollama at {self.base_url}: {reason}", "connect")
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            reason = exc.strerror or str(exc)
+            return UpstreamError(503, f"cannot reach Ollama at {self.base_url}: {reason}", "connect")
+        if isinstance(exc, aiohttp.SocketTimeoutError):
+            message = f"Ollama at {self.base_url} timed out: no data within the read timeout"
+            return UpstreamError(504, message, "timeout")
+        message = f"error talking to Ollama at {self.base_url}: {exc or type(exc).__name__}"
+        return UpstreamError(502, message, "protocol")
 
     async def request(
         self, method: str, path: str, body: bytes | None = None, read_timeout: float | None = None
-    ) -> ollama_http.Response:
+    ) -> Reply:
         """A whole (non-streamed) exchange; 5xx and transport errors become UpstreamError."""
         assert self.client is not None
+        resp = None
         try:
-            resp = await self.client.request(method, path, body, read_timeout=read_timeout)
-            await resp.read()
-        except ollama_http.TransportError as exc:
+            resp = await self.client.send(method, path, body, read_timeout=read_timeout)
+            reply = Reply(resp.status, resp.headers.get("content-type"), await resp.read())
+        except aiohttp.ClientError as exc:
             err = self.map_exception(exc)
             self.metrics.upstream_errors.labels(err.kind).inc()
             raise err from None
-        if resp.status_code >= 500:
+        finally:
+            if resp is not None:
+                resp.close()  # a no-op once read to the end; otherwise (cancelled, failed) it closes the connection
+        if reply.status_code >= 500:
             self.metrics.upstream_errors.labels("status_5xx").inc()
-            raise UpstreamError(502, f"Ollama answered {resp.status_code}: {upstream_message(resp.content)}", "5xx")
-        return resp
+            raise UpstreamError(502, f"Ollama answered {reply.status_code}: {upstream_message(reply.content)}", "5xx")
+        return reply
 
     def error(self, path: str, err: UpstreamError) -> Response:
         return error_response(path, err.status, err.message, code=err.kind)
 
 
-def passthrough(resp: ollama_http.Response) -> Response:
-    return Response(resp.content, status_code=resp.status_code, media_type=resp.headers.get("content-type"))
+def passthrough(reply: Reply) -> Response:
+    return Response(reply.content, status_code=reply.status_code, media_type=reply.content_type)
 
 
 def _now_iso() -> str:
@@ -210,9 +230,9 @@ class Generation(Response):
             return
         resp = None
         try:
-            resp = await self.upstream.client.request("POST", self.path, self.body)
-            await resp.read()
-        except ollama_http.TransportError as exc:
+            resp = await self.upstream.client.send("POST", self.path, self.body)
+            content = await resp.read()
+        except aiohttp.ClientError as exc:
             err = self.upstream.map_exception(exc)
             metrics.upstream_errors.labels(err.kind).inc()
             await _send_whole(send, err.status, error_body(self.path, err.status, err.message), "application/json")
@@ -221,27 +241,28 @@ class Generation(Response):
             if resp is not None:
                 resp.close()  # a no-op when complete; otherwise (cancelled) it closes the connection
         metrics.first_chunk.labels(self.path).observe(time.perf_counter() - self.started)
-        if resp.status_code >= 500:
+        if resp.status >= 500:
             metrics.upstream_errors.labels("status_5xx").inc()
-            msg = f"Ollama answered {resp.status_code}: {upstream_message(resp.content)}"
+            msg = f"Ollama answered {resp.status}: {upstream_message(content)}"
             await _send_whole(send, 502, error_body(self.path, 502, msg), "application/json")
             return
         ctype = resp.headers.get("content-type", "application/json")
-        await _send_whole(send, resp.status_code, resp.content, ctype)
+        await _send_whole(send, resp.status, content, ctype)
 
     async def _open(self):
         """Wait for a slot, send the request and wait for the first body chunk.
 
-        Returns (response, chunk iterator, first chunk). The early-chunk deadline covers all three, so a client
-        waiting in the queue also sees its stream start. `self._sent` resolves once the request is on the wire.
+        Returns (response, chunk iterator, first chunk); for a status other than 200, (response, None, whole body).
+        The early-chunk deadline covers all three, so a client waiting in the queue also sees its stream start.
+        `self._connected` resolves once connecting to Ollama is over.
         """
         await self._acquire()
-        resp = await self.upstream.client.request("POST", self.path, self.body, on_sent=self._mark_sent)
+        resp = await self.upstream.client.send("POST", self.path, self.body, on_connected=self._mark_connected)
         try:
-            if resp.status_code != 200:
-                await resp.read()
-                return resp, None, b""
-            chunks = aiter(resp)
+            if resp.status != 200:
+                return resp, None, await resp.read()
+            # iter_any: whatever has arrived, as soon as it arrives (never waits to fill a buffer or a line).
+            chunks = aiter(resp.content.iter_any())
             try:
                 first = await anext(chunks)
             except StopAsyncIteration:
@@ -251,23 +272,23 @@ class Generation(Response):
             resp.close()
             raise
 
-    def _mark_sent(self) -> None:
-        if not self._sent.done():
-            self._sent.set_result(None)
+    def _mark_connected(self) -> None:
+        if not self._connected.done():
+            self._connected.set_result(None)
 
     async def _streamed(self, send) -> None:
         metrics = self.upstream.metrics
         default_type = b"text/event-stream" if self.kind == "openai" else b"application/x-ndjson"
-        self._sent = asyncio.get_running_loop().create_future()
+        self._connected = asyncio.get_running_loop().create_future()
         opener = asyncio.ensure_future(self._open())
         resp = None
         committed = False
         try:
             await asyncio.wait((opener,), timeout=self.upstream.settings.first_chunk_deadline)
-            if not opener.done() and self._held and not self._sent.done():
+            if not opener.done() and self._held and not self._connected.done():
                 # Still connecting to Ollama: wait for that (at most OLLAMA_CONNECT_TIMEOUT, far below Cloudflare's
                 # 100 s), so an unreachable Ollama is still a clean 503 rather than a 200 with an error line.
-                await asyncio.wait((opener, self._sent), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((opener, self._connected), return_when=asyncio.FIRST_COMPLETED)
             if not opener.done():
                 # Ollama is still loading the model or reading the prompt: show the client the stream is alive.
                 await send({"type": "http.response.start", "status": 200, "headers": _stream_headers(default_type)})
@@ -282,21 +303,21 @@ class Generation(Response):
                 else:
                     await self._busy(send)
                 return
-            except ollama_http.TransportError as exc:
+            except aiohttp.ClientError as exc:
                 err = self.upstream.map_exception(exc)
                 metrics.upstream_errors.labels(err.kind).inc()
                 await self._fail(send, committed, err.status, err.message)
                 return
-            if resp.status_code != 200:
-                if resp.status_code >= 500:
+            if chunks is None:  # not 200: `first` is the whole body
+                if resp.status >= 500:
                     metrics.upstream_errors.labels("status_5xx").inc()
-                    msg = f"Ollama answered {resp.status_code}: {upstream_message(resp.content)}"
+                    msg = f"Ollama answered {resp.status}: {upstream_message(first)}"
                     await self._fail(send, committed, 502, msg)
                 elif committed:
-                    await self._fail(send, committed, resp.status_code, upstream_message(resp.content))
+                    await self._fail(send, committed, resp.status, upstream_message(first))
                 else:  # 4xx (unknown model upstream, bad request) passes through as Ollama wrote it
                     ctype = resp.headers.get("content-type", "application/json")
-                    await _send_whole(send, resp.status_code, resp.content, ctype)
+                    await _send_whole(send, resp.status, first, ctype)
                 return
             metrics.first_chunk.labels(self.path).observe(time.perf_counter() - self.started)
             if not committed:
@@ -308,7 +329,7 @@ class Generation(Response):
             try:
                 async for chunk in chunks:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            except ollama_http.TransportError as exc:
+            except aiohttp.ClientError as exc:
                 metrics.upstream_errors.labels("stream").inc()
                 msg = f"Ollama stream broke off: {self.upstream.map_exception(exc).message}"
                 await send({"type": "http.response.body", "body": error_chunk(self.path, msg), "more_body": True})
