@@ -7,6 +7,11 @@ import subprocess
 from tests.e2e import harness
 
 
+def flat(output: str) -> str:
+    """The output with YAML's line wrapping undone, for phrases that may straddle a wrap."""
+    return " ".join(output.split())
+
+
 def test_verify_reports_both_stacks_healthy_and_changes_nothing(ansible):
     before = harness.snapshot()
     result = ansible.run("verify.yml")
@@ -25,7 +30,18 @@ def test_verify_fails_when_a_stack_is_down(ansible):
         subprocess.run(["docker", "start", name], check=True, capture_output=True)
     assert result.returncode != 0
     assert "production: UNHEALTHY" in result.output and "staging: HEALTHY" in result.output
-    assert "Unhealthy: production" in result.output
+    assert "unhealthy stacks: production" in flat(result.output)
+
+
+def test_verify_reports_every_stack_even_when_a_host_check_fails(ansible, double_restored):
+    # Ollama down: the Ollama check fails, yet the report of both stacks is still printed and the run fails
+    # naming both the check and the stacks.
+    harness.double(double_restored, "config", {"status": 503, "fail_with": "ollama is down"})
+    result = ansible.run("verify.yml")
+    assert result.returncode != 0
+    assert "staging: UNHEALTHY" in result.output and "production: UNHEALTHY" in result.output
+    assert "ollama: Ollama does not answer" in flat(result.output)
+    assert "unhealthy stacks: staging, production" in flat(result.output)
 
 
 def test_verify_fails_when_the_running_tag_is_not_the_last_release(ansible, images):
