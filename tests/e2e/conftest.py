@@ -19,6 +19,7 @@ class Images:
     first: str  # two good releases built from this tree with distinct BUILD_VARIANTs
     second: str
     broken: str  # starts, /health 200, /ready always 503
+    unhealthy: str  # /ready 200 (passes the candidate gate), Docker healthcheck always failing
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +31,12 @@ def testbed() -> dict[str, str]:
 def images(testbed) -> Images:
     first = harness.build_push("e2e-first")
     second = harness.build_push("e2e-second")
-    return Images(first=first, second=second, broken=harness.push_broken(testbed, first))
+    return Images(
+        first=first,
+        second=second,
+        broken=harness.push_broken(testbed, first),
+        unhealthy=harness.push_unhealthy(testbed, first),
+    )
 
 
 @pytest.fixture(scope="session")

@@ -91,33 +91,47 @@ def build_push(variant: str) -> str:
 def push_broken(env: dict[str, str], good_tag: str) -> str:
     """An image that starts and passes /health but never /ready: the good image with an entrypoint that forces an
     unreachable OLLAMA_BASE_URL (env_file values would otherwise win). Pushed under its own sha- tag."""
-    repo = env["IMAGE_REPOSITORY"]
-    inspect = run(["docker", "image", "inspect", f"{repo}:{good_tag}", "--format", "{{json .Config}}"])
-    if inspect.returncode != 0:
-        raise TestbedError(f"cannot inspect {repo}:{good_tag}: {inspect.stderr}")
-    config = json.loads(inspect.stdout)
+    config = _image_config(env, good_tag)
     entrypoint = ["env", "OLLAMA_BASE_URL=http://127.0.0.1:9"] + (config.get("Entrypoint") or [])
-    dockerfile = (
-        f"FROM {repo}:{good_tag}\n"
+    return _push_derived(
+        env,
+        good_tag,
         'LABEL io.local-llm-server.variant="broken: /ready always 503"\n'
         f"ENTRYPOINT {json.dumps(entrypoint)}\n"
-        f"CMD {json.dumps(config.get('Cmd') or [])}\n"
+        f"CMD {json.dumps(config.get('Cmd') or [])}\n",
     )
+
+
+def push_unhealthy(env: dict[str, str], good_tag: str) -> str:
+    """An image that answers /ready (so it passes the candidate gate) but whose Docker healthcheck always fails: the
+    cut-over's `compose up --wait` then fails, which is what the automatic restore must handle."""
+    return _push_derived(
+        env,
+        good_tag,
+        'LABEL io.local-llm-server.variant="unhealthy: /ready 200, healthcheck always failing"\n'
+        'HEALTHCHECK --interval=5s --timeout=3s --retries=3 CMD ["python3", "-I", "-S", "-c", "raise SystemExit(1)"]\n',
+    )
+
+
+def _image_config(env: dict[str, str], tag: str) -> dict:
+    repo = env["IMAGE_REPOSITORY"]
+    inspect = run(["docker", "image", "inspect", f"{repo}:{tag}", "--format", "{{json .Config}}"])
+    if inspect.returncode != 0:
+        raise TestbedError(f"cannot inspect {repo}:{tag}: {inspect.stderr}")
+    return json.loads(inspect.stdout)
+
+
+def _push_derived(env: dict[str, str], good_tag: str, instructions: str) -> str:
+    """Build FROM the good image plus `instructions`, push it under a sha- tag derived from the Dockerfile."""
+    repo = env["IMAGE_REPOSITORY"]
+    dockerfile = f"FROM {repo}:{good_tag}\n{instructions}"
     tag = "sha-" + hashlib.sha256(dockerfile.encode()).hexdigest()[:12]
     with tempfile.TemporaryDirectory() as context, tempfile.TemporaryDirectory() as docker_config:
         (Path(context) / "Dockerfile").write_text(dockerfile)
         steps = [
             ["docker", "build", "-q", "-t", f"{repo}:{tag}", context],
-            [
-                "docker",
-                "--config",
-                docker_config,
-                "login",
-                "--password-stdin",
-                "-u",
-                env["REGISTRY_USER"],
-                env["REGISTRY"],
-            ],
+            ["docker", "--config", docker_config, "login", "--password-stdin"]
+            + ["-u", env["REGISTRY_USER"], env["REGISTRY"]],
             ["docker", "--config", docker_config, "push", "-q", f"{repo}:{tag}"],
         ]
         for argv in steps:

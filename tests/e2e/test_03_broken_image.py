@@ -24,3 +24,25 @@ def test_broken_image_is_refused_and_the_old_release_serves_throughout(ansible, 
     # The files on the host describe what runs again, so the next identical deploy is a no-op.
     rerun = ansible.deploy("staging", old_tag)
     assert rerun.returncode == 0 and rerun.changed == 0, rerun.output[-3000:]
+
+
+def test_failed_cut_over_restores_the_previous_release(ansible, images):
+    # The unhealthy image answers /ready, so it passes the candidate gate; the serving container is then replaced
+    # and compose's wait for "healthy" fails. The deploy must bring the previous tag back by itself and fail.
+    old_tag = harness.health("staging")["version"]
+    production = harness.container("production")
+    result = ansible.deploy("staging", images.unhealthy)
+    assert result.returncode != 0
+    assert f"Cut-over of staging to {images.unhealthy} failed" in result.output, result.output[-4000:]
+    assert f"Restored {old_tag}." in result.output
+    restored = harness.container("staging")
+    assert restored["Config"]["Labels"]["io.local-llm-server.tag"] == old_tag
+    assert restored["State"]["Health"]["Status"] == "healthy"
+    assert harness.health("staging")["version"] == old_tag
+    assert harness.container("production")["Id"] == production["Id"], "production must not be touched"
+    last = harness.history()[-1]
+    assert (last["tag"], last["result"], last["env"]) == (images.unhealthy, "failed", "staging")
+    assert "unhealthy" in last["cause"], last["cause"]
+    # The files on the host describe the restored release, so deploying it again changes nothing.
+    rerun = ansible.deploy("staging", old_tag)
+    assert rerun.returncode == 0 and rerun.changed == 0, rerun.output[-3000:]

@@ -28,14 +28,21 @@ def as_deploy_user(*argv: str) -> None:
     subprocess.run(["runuser", "-u", "deploy", "--", *argv], check=True)
 
 
-def test_second_concurrent_deploy_fails_naming_the_holder(ansible, images):
-    first = ansible.start("deploy.yml", "-e", "app_env=staging", "-e", f"image_tag={images.first}")
+def deploy_while_another_holds_the_lock(ansible, first_tag: str, second_tag: str, *second_extra: str):
+    """Start a staging deploy of first_tag, wait until it holds the lock, then run a second deploy of second_tag.
+    Returns the second run once the first has finished too (and asserts that the first succeeded)."""
+    first = ansible.start("deploy.yml", "-e", "app_env=staging", "-e", f"image_tag={first_tag}")
     try:
         wait_for(lambda: (LOCK / "holder.json").exists(), 120, "the first deploy to take the lock")
-        second = ansible.deploy("staging", images.second, "-e", "deploy_lock_wait=0")
+        second = ansible.deploy("staging", second_tag, *second_extra)
     finally:
         output, _ = first.communicate(timeout=300)
     assert first.returncode == 0, output[-4000:]
+    return second
+
+
+def test_second_concurrent_deploy_fails_naming_the_holder(ansible, images):
+    second = deploy_while_another_holds_the_lock(ansible, images.first, images.second, "-e", "deploy_lock_wait=0")
     assert second.returncode != 0
     assert "Another deploy holds" in second.output and "e2e-tests" in second.output
     assert f"tag {images.first}" in second.output  # the holder's tag is named too
@@ -44,13 +51,7 @@ def test_second_concurrent_deploy_fails_naming_the_holder(ansible, images):
 
 
 def test_second_concurrent_deploy_waits_for_the_first(ansible, images):
-    first = ansible.start("deploy.yml", "-e", "app_env=staging", "-e", f"image_tag={images.second}")
-    try:
-        wait_for(lambda: (LOCK / "holder.json").exists(), 120, "the first deploy to take the lock")
-        second = ansible.deploy("staging", images.first, "-e", "deploy_lock_wait=240")
-    finally:
-        output, _ = first.communicate(timeout=300)
-    assert first.returncode == 0, output[-4000:]
+    second = deploy_while_another_holds_the_lock(ansible, images.second, images.first, "-e", "deploy_lock_wait=240")
     assert second.returncode == 0, second.output[-4000:]
     assert "waited for" in second.output
     assert harness.health("staging")["version"] == images.first
