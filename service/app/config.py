@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     # Cloudflare (524 after ~100 s without a byte) and impatient clients see the stream has started. 50 ms keeps
     # the client's first byte under the 100 ms target even on a busy host; a warm model usually beats it.
     first_chunk_deadline: float = Field(0.05, ge=0)
+    # Non-streamed generations have no chunks to send early. When Ollama has not answered after this many seconds
+    # (queue wait included), the client gets 200 with JSON headers at once and a space every
+    # NONSTREAM_KEEPALIVE_INTERVAL seconds until the JSON body follows (JSON allows leading whitespace), so a cold
+    # model load or a long answer does not hit Cloudflare's 524. Before that, errors keep their status codes;
+    # after it they arrive as an error body under the 200. 0 turns this off.
+    nonstream_keepalive_after: float = Field(60.0, ge=0)
+    nonstream_keepalive_interval: float = Field(15.0, gt=0)
 
     allowed_origins: CommaList = []  # CORS; empty = no cross-origin browser access
     rate_limit_per_minute: int = Field(120, ge=0)  # per client IP on /api/* and /v1/*; 0 disables it

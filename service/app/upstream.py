@@ -222,32 +222,64 @@ class Generation(Response):
         await _send_whole(send, 503, body, "application/json", [(b"retry-after", retry.encode())])
 
     async def _buffered(self, send) -> None:
-        metrics = self.upstream.metrics
+        """A non-streamed generation: the whole answer in one body, with keep-alive spaces while Ollama is slow."""
+        settings = self.upstream.settings
+        exchange = asyncio.ensure_future(self._exchange())
+        committed = False
         try:
-            await self._acquire()
-        except QueueFull:
-            await self._busy(send)
-            return
-        resp = None
-        try:
-            resp = await self.upstream.client.send("POST", self.path, self.body)
-            content = await resp.read()
-        except aiohttp.ClientError as exc:
-            err = self.upstream.map_exception(exc)
-            metrics.upstream_errors.labels(err.kind).inc()
-            await _send_whole(send, err.status, error_body(self.path, err.status, err.message), "application/json")
-            return
+            if settings.nonstream_keepalive_after > 0:
+                await asyncio.wait((exchange,), timeout=settings.nonstream_keepalive_after)
+                while not exchange.done():
+                    if not committed:
+                        headers = [(b"content-type", b"application/json"), *STREAM_HEADERS]
+                        await send({"type": "http.response.start", "status": 200, "headers": headers})
+                        committed = True
+                    await send({"type": "http.response.body", "body": b" ", "more_body": True})
+                    await asyncio.wait((exchange,), timeout=settings.nonstream_keepalive_interval)
+            try:
+                status, content, ctype = await exchange
+            except QueueFull:  # the queue filled up between the check in _pump and our turn
+                if committed:
+                    await self._finish(send, 503, "server busy, please try again")
+                else:
+                    await self._busy(send)
+                return
+            except aiohttp.ClientError as exc:
+                err = self.upstream.map_exception(exc)
+                self.upstream.metrics.upstream_errors.labels(err.kind).inc()
+                await self._finish(send, err.status, err.message, committed)
+                return
+            self.upstream.metrics.first_chunk.labels(self.path).observe(time.perf_counter() - self.started)
+            if status >= 500:
+                self.upstream.metrics.upstream_errors.labels("status_5xx").inc()
+                await self._finish(send, 502, f"Ollama answered {status}: {upstream_message(content)}", committed)
+            elif committed:  # the 200 is out: the body carries Ollama's answer (or its 4xx error) as is
+                await send({"type": "http.response.body", "body": content, "more_body": False})
+            else:
+                await _send_whole(send, status, content, ctype)
         finally:
-            if resp is not None:
-                resp.close()  # a no-op when complete; otherwise (cancelled) it closes the connection
-        metrics.first_chunk.labels(self.path).observe(time.perf_counter() - self.started)
-        if resp.status >= 500:
-            metrics.upstream_errors.labels("status_5xx").inc()
-            msg = f"Ollama answered {resp.status}: {upstream_message(content)}"
-            await _send_whole(send, 502, error_body(self.path, 502, msg), "application/json")
-            return
-        ctype = resp.headers.get("content-type", "application/json")
-        await _send_whole(send, resp.status, content, ctype)
+            if not exchange.done():
+                exchange.cancel()  # the client left: closing the upstream response makes Ollama stop
+                with contextlib.suppress(BaseException):
+                    await exchange
+
+    async def _exchange(self) -> tuple[int, bytes, str]:
+        """Wait for a slot, then send the request and read Ollama's whole answer: (status, body, content type)."""
+        await self._acquire()
+        resp = await self.upstream.client.send("POST", self.path, self.body)
+        try:
+            content = await resp.read()
+        finally:
+            resp.close()  # a no-op when complete; otherwise (cancelled) it closes the connection
+        return resp.status, content, resp.headers.get("content-type", "application/json")
+
+    async def _finish(self, send, status: int, message: str, committed: bool = False) -> None:
+        """End a non-streamed answer with an error: its own status, or only the body once the 200 is out."""
+        body = error_body(self.path, status, message)
+        if committed:
+            await send({"type": "http.response.body", "body": body, "more_body": False})
+        else:
+            await _send_whole(send, status, body, "application/json")
 
     async def _open(self):
         """Wait for a slot, send the request and wait for the first body chunk.

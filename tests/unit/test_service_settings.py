@@ -82,6 +82,8 @@ def test_lists_are_comma_separated(env):
         ("RATE_LIMIT_PER_MINUTE", "-1"),
         ("OLLAMA_BASE_URL", "localhost:11434"),
         ("FIRST_CHUNK_DEADLINE", "soon"),
+        ("NONSTREAM_KEEPALIVE_AFTER", "-1"),
+        ("NONSTREAM_KEEPALIVE_INTERVAL", "0"),
         ("LOG_LEVEL", "loud"),
         ("ALLOWED_ORIGINS", "app.example.com"),
         ("TRUSTED_PROXIES", "10.0.0.300"),
