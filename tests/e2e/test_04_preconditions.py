@@ -56,3 +56,12 @@ def test_ingress_routing_the_hostname_elsewhere_refuses_before_any_change(ansibl
     assert result.returncode != 0
     assert "ingress must route 'llm.example.com' (production)" in result.output
     assert harness.snapshot() == before
+
+
+def test_start_interval_on_an_old_engine_refuses_before_any_change(ansible, images):
+    # The testbed's engine is 20.10; compose's healthcheck start_interval needs >= 25 (the Mac's Docker Desktop).
+    before = harness.snapshot()
+    result = ansible.deploy("production", images.second, "-e", "app_healthcheck_start_interval=250ms")
+    assert result.returncode != 0
+    assert "app_healthcheck_start_interval needs Docker >= 25" in " ".join(result.output.split())
+    assert harness.snapshot() == before
