@@ -224,10 +224,11 @@ class Generation(Response):
     async def _buffered(self, send) -> None:
         """A non-streamed generation: the whole answer in one body, with keep-alive spaces while Ollama is slow."""
         settings = self.upstream.settings
-        exchange = asyncio.ensure_future(self._exchange())
+        # Keep-alive off: no extra task (this is the hot path). Otherwise the exchange runs beside the keep-alive.
+        exchange = asyncio.ensure_future(self._exchange()) if settings.nonstream_keepalive_after > 0 else None
         committed = False
         try:
-            if settings.nonstream_keepalive_after > 0:
+            if exchange is not None:
                 await asyncio.wait((exchange,), timeout=settings.nonstream_keepalive_after)
                 while not exchange.done():
                     if not committed:
@@ -237,10 +238,11 @@ class Generation(Response):
                     await send({"type": "http.response.body", "body": b" ", "more_body": True})
                     await asyncio.wait((exchange,), timeout=settings.nonstream_keepalive_interval)
             try:
-                status, content, ctype = await exchange
+                status, content, ctype = await (exchange if exchange is not None else self._exchange())
             except QueueFull:  # the queue filled up between the check in _pump and our turn
                 if committed:
-                    await self._finish(send, 503, "server busy, please try again")
+                    self.upstream.metrics.rejected.labels("queue_full").inc()
+                    await self._finish(send, 503, "server busy, please try again", committed)
                 else:
                     await self._busy(send)
                 return
@@ -258,7 +260,7 @@ class Generation(Response):
             else:
                 await _send_whole(send, status, content, ctype)
         finally:
-            if not exchange.done():
+            if exchange is not None and not exchange.done():
                 exchange.cancel()  # the client left: closing the upstream response makes Ollama stop
                 with contextlib.suppress(BaseException):
                     await exchange

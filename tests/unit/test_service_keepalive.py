@@ -13,7 +13,7 @@ import pytest
 from tests.fakes.ollama import expected_text
 
 from .conftest import MODEL, base_env
-from .test_service_streaming import CHAT, post_and_leave
+from .test_service_streaming import CHAT, ScriptedUpstream, post_and_leave
 
 # Keep-alive after 0.2 s, then every 0.2 s: a double that is silent for 1 s gets a few spaces first.
 KEEPALIVE = {"NONSTREAM_KEEPALIVE_AFTER": "0.2", "NONSTREAM_KEEPALIVE_INTERVAL": "0.2"}
@@ -91,9 +91,35 @@ def test_slow_error_keeps_its_status_without_keepalive(start_service, ollama_dou
     assert resp.status_code == 502 and "model failed to load" in resp.json()["error"]
 
 
-def test_disconnect_during_keepalive_cancels_upstream(keepalive_service, double):
+def test_disconnect_during_keepalive_cancels_upstream_and_frees_the_slot(start_service, ollama_double, double):
+    proc = start_service(**base_env(ollama_double, MAX_CONCURRENT="1", **KEEPALIVE))
     double.configure(first_token_delay=0.3, token_count=100, token_delay=0.1)
-    left = post_and_leave(keepalive_service.url, "/api/chat", {**CHAT, "stream": False}, after=1.0)
+    left = post_and_leave(proc.url, "/api/chat", {**CHAT, "stream": False}, after=1.0)
     rec = double.wait_for(lambda r: r.path == "/api/chat" and r.finished_at is not None, timeout=3)
     assert rec.cancelled and not rec.completed
     assert rec.finished_at - left < 1.0
+    # The only slot is free again: the next request is served, not queued behind a ghost.
+    double.configure(first_token_delay=0.0, token_count=5, token_delay=0.0)
+    resp = httpx.post(proc.url + "/api/chat", json={**CHAT, "stream": False}, timeout=3)
+    assert resp.status_code == 200 and resp.json()["message"]["content"] == expected_text(5)
+
+
+def test_late_4xx_after_the_200_is_ollamas_error_body(start_service, ollama_double):
+    # A 4xx from Ollama that arrives after the keep-alive started is passed on as Ollama wrote it, under the 200.
+    body = b'{"error":"model requires more system memory"}'
+    reply = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+    reply += f"content-length: {len(body)}\r\n\r\n".encode() + body
+    upstream = ScriptedUpstream(reply, delay=0.8)
+    try:
+        proc = start_service(**base_env(ollama_double, OLLAMA_BASE_URL=upstream.url, **KEEPALIVE))
+        status, _, first, whole = first_bytes(proc.url, "/api/chat", {**CHAT, "stream": False})
+    finally:
+        upstream.close()
+    assert status == 200 and first.strip() == b""
+    assert json.loads(whole) == {"error": "model requires more system memory"}
+
+
+def test_ollama_unreachable_before_the_threshold_keeps_its_503(start_service, ollama_double):
+    proc = start_service(**base_env(ollama_double, OLLAMA_BASE_URL="http://127.0.0.1:9", **KEEPALIVE))
+    resp = httpx.post(proc.url + "/api/chat", json={**CHAT, "stream": False}, timeout=10)
+    assert resp.status_code == 503 and "127.0.0.1:9" in resp.json()["error"]
