@@ -31,12 +31,15 @@ def testbed() -> dict[str, str]:
 def images(testbed) -> Images:
     first = harness.build_push("e2e-first")
     second = harness.build_push("e2e-second")
-    return Images(
+    images = Images(
         first=first,
         second=second,
         broken=harness.push_broken(testbed, first),
         unhealthy=harness.push_unhealthy(testbed, first),
     )
+    # Only in the registry from here on: each first deploy of a tag logs in and pulls, as on the Mac.
+    harness.forget_locally(testbed, images.first, images.second, images.broken, images.unhealthy)
+    return images
 
 
 @pytest.fixture(scope="session")

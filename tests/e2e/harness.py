@@ -113,6 +113,21 @@ def push_unhealthy(env: dict[str, str], good_tag: str) -> str:
     )
 
 
+def flat(output: str) -> str:
+    """Playbook output with the YAML callback's line wrapping undone, for phrases that may straddle a wrap."""
+    return " ".join(output.split())
+
+
+def forget_locally(env: dict[str, str], *tags: str) -> None:
+    """Untag images that build_push/_push_derived left on this engine, so that a deploy must pull them from the
+    registry through the deploy user's login (on the Mac, images only ever come from the registry)."""
+    repo = env["IMAGE_REPOSITORY"]
+    for tag in tags:
+        result = run(["docker", "image", "rm", f"{repo}:{tag}"])
+        if result.returncode != 0:
+            raise TestbedError(f"cannot untag {repo}:{tag}: {result.stderr}")
+
+
 def _image_config(env: dict[str, str], tag: str) -> dict:
     repo = env["IMAGE_REPOSITORY"]
     inspect = run(["docker", "image", "inspect", f"{repo}:{tag}", "--format", "{{json .Config}}"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import stat
 import subprocess
 
@@ -12,6 +13,8 @@ from tests.e2e.harness import DEPLOY_HOME
 def test_deploy_staging_then_production_serves_each_on_its_port(ansible, images):
     staging = ansible.deploy("staging", images.first)
     assert staging.returncode == 0, staging.output[-4000:]
+    # The image was only in the registry: the deploy logged in (isolated DOCKER_CONFIG) and pulled it.
+    assert re.search(r"TASK \[app_deploy : Pull the image\] \*+\nchanged: \[testbed\]", staging.output)
     assert harness.health("staging") == {"status": "ok", "env": "staging", "version": images.first}
     # cloudflared's ingress (the user's ~/.cloudflared/config.yml on the testbed) was really checked.
     assert "staging: staging.llm.example.com -> http://localhost:8001" in staging.output

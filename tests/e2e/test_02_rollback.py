@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.e2e import harness
 
 
@@ -18,6 +20,19 @@ def test_rollback_to_an_explicit_tag(ansible, images):
     result = ansible.rollback("staging", "-e", f"image_tag={images.second}")
     assert result.returncode == 0, result.output[-4000:]
     assert harness.health("staging")["version"] == images.second
+
+
+def test_rollback_to_a_retained_release_needs_no_registry(ansible, images):
+    # The image is still on the host: the rollback must work while the registry refuses us (down, or an expired
+    # token), and must not even try to log in.
+    env = {**ansible.base_env, "REGISTRY_PASSWORD": "expired-token-e2e"}
+    result = ansible.rollback("staging", env=env)
+    assert result.returncode == 0, result.output[-4000:]
+    assert harness.health("staging")["version"] == images.first
+    assert not re.search(r"TASK \[app_deploy : Log in to the registry[^\n]*\n(ok|changed|fatal)", result.output)
+    # Back to the state the next tests expect.
+    again = ansible.rollback("staging", "-e", f"image_tag={images.second}")
+    assert again.returncode == 0, again.output[-4000:]
 
 
 def test_rollback_to_a_tag_neither_on_the_host_nor_in_the_registry_is_refused(ansible, images):
