@@ -33,8 +33,8 @@ def test_failed_cut_over_restores_the_previous_release(ansible, images):
     production = harness.container("production")
     result = ansible.deploy("staging", images.unhealthy)
     assert result.returncode != 0
-    assert f"Cut-over of staging to {images.unhealthy} failed" in result.output, result.output[-4000:]
-    assert f"Restored {old_tag}." in result.output
+    assert f"Cut-over of staging to {images.unhealthy} failed" in harness.flat(result.output), result.output[-4000:]
+    assert f"Restored {old_tag}." in harness.flat(result.output)
     restored = harness.container("staging")
     assert restored["Config"]["Labels"]["io.local-llm-server.tag"] == old_tag
     assert restored["State"]["Health"]["Status"] == "healthy"

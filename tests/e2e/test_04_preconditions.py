@@ -63,5 +63,5 @@ def test_start_interval_on_an_old_engine_refuses_before_any_change(ansible, imag
     before = harness.snapshot()
     result = ansible.deploy("production", images.second, "-e", "app_healthcheck_start_interval=250ms")
     assert result.returncode != 0
-    assert "app_healthcheck_start_interval needs Docker >= 25" in " ".join(result.output.split())
+    assert "app_healthcheck_start_interval needs Docker >= 25" in harness.flat(result.output)
     assert harness.snapshot() == before
