@@ -17,6 +17,8 @@ import urllib.request
 from base64 import b64encode
 from pathlib import Path
 
+import pytest
+
 from tests.e2e import harness
 from tests.e2e.harness import ROOT
 
@@ -71,6 +73,26 @@ def test_ssh_setup_gives_a_working_pinned_connection(testbed, tmp_path):
     wrong.write_text(f"[{testbed['SSH_HOST']}]:{testbed['SSH_PORT']} {' '.join(other)}\n")
     refused = ssh(wrong)
     assert refused.returncode != 0 and "host key" in refused.stderr.lower()
+
+
+@pytest.mark.parametrize("pin", ["another-key", "nothing"])
+def test_playbooks_refuse_a_host_key_that_is_not_pinned(ansible, testbed, tmp_path, pin):
+    # Through ansible-playbook itself (Mitogen's SSH, ansible.cfg's host_key_checking): a mismatching or unknown
+    # host key ends the run before any task, and nothing gets written into the known_hosts file.
+    known_hosts = tmp_path / "known_hosts"
+    if pin == "another-key":
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+        other = " ".join((tmp_path / "other.pub").read_text().split()[:2])
+        known_hosts.write_text(f"[{testbed['SSH_HOST']}]:{testbed['SSH_PORT']} {other}\n")
+    else:
+        known_hosts.write_text("")
+    before = known_hosts.read_text()
+    args = {"ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts}"}
+    result = ansible.run("verify.yml", "-e", json.dumps(args))
+    assert result.returncode != 0
+    assert "mismatching host key" in harness.flat(result.output)
+    assert "ok=0" in result.output
+    assert known_hosts.read_text() == before
 
 
 def test_promote_retags_the_tested_digest_without_rebuilding(testbed, images, ansible):
