@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -204,3 +205,100 @@ def metric_value(text: str, name: str, **labels: str) -> float:
 def timed() -> Iterator[Callable[[], float]]:
     start = time.perf_counter()
     yield lambda: time.perf_counter() - start
+
+
+def http_answer(status: bytes, body: bytes, ctype: bytes = b"application/json") -> bytes:
+    """A whole HTTP/1.1 answer with Content-Length, for RawOllama to send (status like b"500 Internal Server Error")."""
+    return b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s" % (status, ctype, len(body), body)
+
+
+def answer_after(answer: bytes, delay: float = 0.0):
+    """A RawOllama reply function: `answer`, `delay` seconds after each request (a model that loads slowly)."""
+
+    def reply(conn: int, request: int) -> bytes:
+        time.sleep(delay)
+        return answer
+
+    return reply
+
+
+class RawOllama:
+    """A raw HTTP/1.1 server. `reply(conn_no, req_no_on_conn)` gives the bytes to send, or None to close the
+    connection without answering; `close_after_reply` closes after every answer (keep-alive framing notwithstanding,
+    as an Ollama restarting would). Counts connections and (complete) requests."""
+
+    def __init__(self, reply, close_after_reply: bool = False) -> None:
+        self.reply = reply
+        self.close_after_reply = close_after_reply
+        self.connections = 0
+        self.requests: list[tuple[int, bytes]] = []  # (connection number, request head)
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn, self.connections), daemon=True).start()
+
+    @staticmethod
+    def _read_request(conn: socket.socket, buf: bytes) -> tuple[bytes, bytes] | None:
+        """(head, rest of the buffer) for one whole request (head + Content-Length body), or None at EOF."""
+        while b"\r\n\r\n" not in buf:
+            data = conn.recv(65536)
+            if not data:
+                return None
+            buf += data
+        head, _, buf = buf.partition(b"\r\n\r\n")
+        match = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        length = int(match.group(1)) if match else 0
+        while len(buf) < length:
+            data = conn.recv(65536)
+            if not data:
+                return None
+            buf += data
+        return head, buf[length:]
+
+    def _serve(self, conn: socket.socket, number: int) -> None:
+        buf, on_conn = b"", 0
+        with conn:
+            while True:
+                try:
+                    got = self._read_request(conn, buf)
+                except OSError:
+                    return
+                if got is None:
+                    return
+                head, buf = got
+                on_conn += 1
+                self.requests.append((number, head))
+                answer = self.reply(number, on_conn)
+                if answer is None:
+                    return  # close without a byte of an answer
+                conn.sendall(answer)
+                if self.close_after_reply:
+                    return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def raw(start_service, ollama_double):
+    """raw(reply, close_after_reply=False, **env) -> (RawOllama, service using it as OLLAMA_BASE_URL)."""
+    servers = []
+
+    def make(reply, close_after_reply: bool = False, **env: str):
+        upstream = RawOllama(reply, close_after_reply)
+        servers.append(upstream)
+        return upstream, start_service(**base_env(ollama_double, OLLAMA_BASE_URL=upstream.url, **env))
+
+    yield make
+    for upstream in servers:
+        upstream.close()

@@ -12,8 +12,8 @@ import pytest
 
 from tests.fakes.ollama import expected_text
 
-from .conftest import MODEL, base_env
-from .test_service_streaming import CHAT, ScriptedUpstream, post_and_leave
+from .conftest import MODEL, answer_after, base_env, http_answer
+from .test_service_streaming import CHAT, post_and_leave
 
 # Keep-alive after 0.2 s, then every 0.2 s: a double that is silent for 1 s gets a few spaces first.
 KEEPALIVE = {"NONSTREAM_KEEPALIVE_AFTER": "0.2", "NONSTREAM_KEEPALIVE_INTERVAL": "0.2"}
@@ -104,17 +104,11 @@ def test_disconnect_during_keepalive_cancels_upstream_and_frees_the_slot(start_s
     assert resp.status_code == 200 and resp.json()["message"]["content"] == expected_text(5)
 
 
-def test_late_4xx_after_the_200_is_ollamas_error_body(start_service, ollama_double):
+def test_late_4xx_after_the_200_is_ollamas_error_body(raw):
     # A 4xx from Ollama that arrives after the keep-alive started is passed on as Ollama wrote it, under the 200.
-    body = b'{"error":"model requires more system memory"}'
-    reply = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
-    reply += f"content-length: {len(body)}\r\n\r\n".encode() + body
-    upstream = ScriptedUpstream(reply, delay=0.8)
-    try:
-        proc = start_service(**base_env(ollama_double, OLLAMA_BASE_URL=upstream.url, **KEEPALIVE))
-        status, _, first, whole = first_bytes(proc.url, "/api/chat", {**CHAT, "stream": False})
-    finally:
-        upstream.close()
+    reply = http_answer(b"400 Bad Request", b'{"error":"model requires more system memory"}')
+    _, proc = raw(answer_after(reply, 0.8), close_after_reply=True, **KEEPALIVE)
+    status, _, first, whole = first_bytes(proc.url, "/api/chat", {**CHAT, "stream": False})
     assert status == 200 and first.strip() == b""
     assert json.loads(whole) == {"error": "model requires more system memory"}
 

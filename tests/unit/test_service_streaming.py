@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 
 from tests.fakes.ollama import expected_text
 
-from .conftest import MODEL, base_env, metric_value
+from .conftest import MODEL, answer_after, base_env, http_answer, metric_value
 
 CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -145,64 +144,16 @@ def test_mid_stream_error_raises_in_both_clients(service, double):
             pass
 
 
-class ScriptedUpstream:
-    """A raw HTTP/1.1 server that waits `delay` seconds, writes `reply` and closes the connection.
-
-    For what the double cannot do: a 500 that arrives late, a stream that breaks off without its last chunk.
-    """
-
-    def __init__(self, reply: bytes, delay: float = 0.0) -> None:
-        self.reply = reply
-        self.delay = delay
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                time.sleep(self.delay)
-                conn.sendall(self.reply)
-                time.sleep(0.1)
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def _chunk(obj: dict) -> bytes:
     data = json.dumps(obj).encode() + b"\n"
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
-@pytest.fixture
-def scripted(start_service, ollama_double):
-    """scripted(reply, delay) -> a running service whose Ollama is a ScriptedUpstream."""
-    servers = []
-
-    def make(reply: bytes, delay: float = 0.0):
-        upstream = ScriptedUpstream(reply, delay)
-        servers.append(upstream)
-        return start_service(**base_env(ollama_double, OLLAMA_BASE_URL=upstream.url))
-
-    yield make
-    for upstream in servers:
-        upstream.close()
-
-
-def test_upstream_error_after_early_chunk_becomes_error_line(scripted):
+def test_upstream_error_after_early_chunk_becomes_error_line(raw):
     # The 200 and the empty chunk are already out when Ollama finally answers 500: end the stream with an
     # Ollama-style error line instead of leaving the client hanging or pretending success.
-    body = b'{"error":"model failed to load"}'
-    reply = b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: application/json\r\n"
-    reply += f"content-length: {len(body)}\r\n\r\n".encode() + body
-    proc = scripted(reply, delay=0.5)
+    reply = http_answer(b"500 Internal Server Error", b'{"error":"model failed to load"}')
+    _, proc = raw(answer_after(reply, 0.5), close_after_reply=True)
     with httpx.stream("POST", proc.url + "/api/chat", json=CHAT, timeout=10) as resp:
         lines = [json.loads(line) for line in resp.iter_lines() if line]
     assert resp.status_code == 200
@@ -211,10 +162,11 @@ def test_upstream_error_after_early_chunk_becomes_error_line(scripted):
     assert len(lines) == 2
 
 
-def test_upstream_connection_lost_mid_stream(scripted):
+def test_upstream_connection_lost_mid_stream(raw):
     head = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ntransfer-encoding: chunked\r\n\r\n"
     first = _chunk({"model": MODEL, "created_at": "x", "message": {"role": "assistant", "content": "tok0"}})
-    proc = scripted(head + first)  # ... and then the connection closes without the terminating chunk
+    # ... and then the connection closes without the terminating chunk
+    _, proc = raw(answer_after(head + first), close_after_reply=True)
     with httpx.stream("POST", proc.url + "/api/chat", json=CHAT, timeout=10) as resp:
         lines = [json.loads(line) for line in resp.iter_lines() if line]
     assert [c["message"]["content"] for c in lines[:-1] if c["message"]["content"]] == ["tok0"]
