@@ -215,8 +215,12 @@ class Generation(Response):
         await self.gate.acquire()  # raises QueueFull before waiting, or waits (cancellable) for a slot
         self._held = True
 
-    async def _busy(self, send) -> None:
+    async def _busy(self, send, committed: bool = False) -> None:
+        """The generation queue is full: 503 + Retry-After, or an error at the end of an answer already begun."""
         self.upstream.metrics.rejected.labels("queue_full").inc()
+        if committed:
+            await self._fail(send, committed, 503, "server busy, please try again")
+            return
         retry = str(self.upstream.settings.busy_retry_after)
         body = error_body(self.path, 503, "server busy, please try again: the generation queue is full")
         await _send_whole(send, 503, body, "application/json", [(b"retry-after", retry.encode())])
@@ -240,21 +244,17 @@ class Generation(Response):
             try:
                 status, content, ctype = await (exchange if exchange is not None else self._exchange())
             except QueueFull:  # the queue filled up between the check in _pump and our turn
-                if committed:
-                    self.upstream.metrics.rejected.labels("queue_full").inc()
-                    await self._finish(send, 503, "server busy, please try again", committed)
-                else:
-                    await self._busy(send)
+                await self._busy(send, committed)
                 return
             except aiohttp.ClientError as exc:
                 err = self.upstream.map_exception(exc)
                 self.upstream.metrics.upstream_errors.labels(err.kind).inc()
-                await self._finish(send, err.status, err.message, committed)
+                await self._fail(send, committed, err.status, err.message)
                 return
             self.upstream.metrics.first_chunk.labels(self.path).observe(time.perf_counter() - self.started)
             if status >= 500:
                 self.upstream.metrics.upstream_errors.labels("status_5xx").inc()
-                await self._finish(send, 502, f"Ollama answered {status}: {upstream_message(content)}", committed)
+                await self._fail(send, committed, 502, f"Ollama answered {status}: {upstream_message(content)}")
             elif committed:  # the 200 is out: the body carries Ollama's answer (or its 4xx error) as is
                 await send({"type": "http.response.body", "body": content, "more_body": False})
             else:
@@ -274,14 +274,6 @@ class Generation(Response):
         finally:
             resp.close()  # a no-op when complete; otherwise (cancelled) it closes the connection
         return resp.status, content, resp.headers.get("content-type", "application/json")
-
-    async def _finish(self, send, status: int, message: str, committed: bool = False) -> None:
-        """End a non-streamed answer with an error: its own status, or only the body once the 200 is out."""
-        body = error_body(self.path, status, message)
-        if committed:
-            await send({"type": "http.response.body", "body": body, "more_body": False})
-        else:
-            await _send_whole(send, status, body, "application/json")
 
     async def _open(self):
         """Wait for a slot, send the request and wait for the first body chunk.
@@ -332,10 +324,7 @@ class Generation(Response):
             try:
                 resp, chunks, first = await opener
             except QueueFull:  # the queue filled up between the check in _pump and our turn
-                if committed:
-                    await self._fail(send, committed, 503, "server busy, please try again")
-                else:
-                    await self._busy(send)
+                await self._busy(send, committed)
                 return
             except aiohttp.ClientError as exc:
                 err = self.upstream.map_exception(exc)
@@ -379,10 +368,13 @@ class Generation(Response):
                 resp.close()  # a no-op after a complete response; otherwise Ollama sees the connection close
 
     async def _fail(self, send, committed: bool, status: int, message: str) -> None:
-        if committed:
-            await send({"type": "http.response.body", "body": error_chunk(self.path, message), "more_body": False})
-        else:
+        """End with an error: a response of its own status, or, once the 200 is out, the last piece of the body
+        (a stream's error line; a non-streamed answer's whole error object after the keep-alive spaces)."""
+        if not committed:
             await _send_whole(send, status, error_body(self.path, status, message), "application/json")
+            return
+        body = error_chunk(self.path, message) if self.stream else error_body(self.path, status, message)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _stream_headers(ctype: bytes) -> list[tuple[bytes, bytes]]:
