@@ -12,17 +12,24 @@
 #   VCS_REF, SOURCE_URL   OCI labels: the git commit and the repository
 ARG BASE_IMAGE=python:3.12-slim
 
-# ---- build: resolve requirements.txt into /opt/venv (pip lives only in this stage)
+# ---- build: resolve requirements.txt into /opt/venv (pip and binutils live only in this stage)
 FROM ${BASE_IMAGE} AS build
 ARG WHEELHOUSE=docker/wheels
+# binutils (strip, readelf) for slim-venv.sh. Its own layer before the requirements, so rebuilds reuse it.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /build
-COPY requirements.txt ./
+COPY requirements.txt docker/slim-venv.sh ./
 COPY ${WHEELHOUSE}/ /wheels/
-# pip is removed from the venv afterwards: the runtime never installs anything.
+# pip is removed from the venv afterwards: the runtime never installs anything. slim-venv.sh drops the debug info
+# some wheels ship (~20 MB) and checks that every compiled module still imports.
 RUN python3 -m venv /opt/venv \
     && if [ -n "$(find /wheels -name '*.whl' -print -quit)" ]; then set -- --no-index --find-links /wheels; fi \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check "$@" -r requirements.txt \
-    && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools
+    && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools \
+    && sh ./slim-venv.sh /opt/venv
 
 # ---- runtime
 FROM ${BASE_IMAGE}

