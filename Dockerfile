@@ -6,20 +6,26 @@
 #   testbed: scripts/build-push.sh (BASE_IMAGE made by debootstrap, WHEELHOUSE=.testbed/wheelhouse, no PyPI)
 # Build arguments:
 #   BASE_IMAGE   any Debian-like image with python3 + venv (default python:3.12-slim)
+#   BUILD_BASE_IMAGE  the build stage's image (default BASE_IMAGE). If it has binutils, the build needs no network
+#                with a wheelhouse (the testbed's: BASE_IMAGE + binutils); otherwise apt-get installs them.
 #   WHEELHOUSE   context-relative directory of wheels. If it holds any *.whl, pip installs from it only
 #                (--no-index); the default docker/wheels is empty, so pip uses PyPI.
 #   APP_VERSION  the release tag (sha-<hash>); baked in as APP_VERSION, shown by /health and the OCI label
 #   VCS_REF, SOURCE_URL   OCI labels: the git commit and the repository
 ARG BASE_IMAGE=python:3.12-slim
+ARG BUILD_BASE_IMAGE=${BASE_IMAGE}
 
 # ---- build: resolve requirements.txt into /opt/venv (pip and binutils live only in this stage)
-FROM ${BASE_IMAGE} AS build
+FROM ${BUILD_BASE_IMAGE} AS build
 ARG WHEELHOUSE=docker/wheels
-# binutils (strip, readelf) for slim-venv.sh. Its own layer before the requirements, so rebuilds reuse it.
+# binutils (strip, readelf) for slim-venv.sh, unless the image has them. Its own layer before the requirements,
+# so rebuilds reuse it.
 # hadolint ignore=DL3008
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends binutils \
-    && rm -rf /var/lib/apt/lists/*
+RUN command -v strip > /dev/null || { \
+        apt-get update \
+        && apt-get install -y --no-install-recommends binutils \
+        && rm -rf /var/lib/apt/lists/*; \
+    }
 WORKDIR /build
 COPY requirements.txt docker/slim-venv.sh ./
 COPY ${WHEELHOUSE}/ /wheels/

@@ -11,7 +11,8 @@
 #   stdout  IMAGE=<repo>:<tag>, IMAGE_DIGEST=<repo>@sha256:..., IMAGE_TAG=<tag> (last line); progress on stderr
 #
 # Environment (defaults from .testbed/env, written by testbed/up.sh):
-#   IMAGE_REPOSITORY, REGISTRY, REGISTRY_USER, REGISTRY_PASSWORD_FILE, BASE_IMAGE, WHEELHOUSE
+#   IMAGE_REPOSITORY, REGISTRY, REGISTRY_USER, REGISTRY_PASSWORD_FILE, BASE_IMAGE, BUILD_BASE_IMAGE, WHEELHOUSE
+#                  (with WHEELHOUSE the build runs with --network none: offline, as the Dockerfile promises)
 #   BUILD_VARIANT  any string: a distinct build (and tag) from the same tree, e.g. the demo's second release;
 #                  baked into the image as the label io.local-llm-server.variant
 #   PUSH=0         build and tag only
@@ -68,6 +69,7 @@ IMAGE="$IMAGE_REPOSITORY:$TAG"
 
 # ------------------------------------------------------------------------------------------- build
 build_args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "APP_VERSION=$TAG" --build-arg "VCS_REF=$revision")
+[[ -n ${BUILD_BASE_IMAGE:-} ]] && build_args+=(--build-arg "BUILD_BASE_IMAGE=$BUILD_BASE_IMAGE")
 if [[ -n ${WHEELHOUSE:-} ]]; then
     # The Dockerfile takes a context-relative directory; .dockerignore lets .testbed/wheelhouse through.
     rel=$(realpath --relative-to="$ROOT" "$WHEELHOUSE")
@@ -75,7 +77,9 @@ if [[ -n ${WHEELHOUSE:-} ]]; then
         echo "build-push: WHEELHOUSE must be inside the repository (build context): $WHEELHOUSE" >&2
         exit 1
     }
-    build_args+=(--build-arg "WHEELHOUSE=$rel")
+    # Offline, and proven so: pip installs from the wheelhouse, binutils come with BUILD_BASE_IMAGE, and the build's
+    # RUN steps have no network to fall back on.
+    build_args+=(--build-arg "WHEELHOUSE=$rel" --network none)
 fi
 origin=$(git remote get-url origin 2>/dev/null || true)
 [[ $origin == https://github.com/* ]] && build_args+=(--build-arg "SOURCE_URL=${origin%.git}")

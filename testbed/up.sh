@@ -9,6 +9,7 @@
 #                                   that already answers, then with a forwarder from the bridge address
 #   cloudflared    127.0.0.1:20241  metrics stand-in (/ready) + .testbed/cloudflared/config.yml
 #   BASE_IMAGE     debootstrap (bookworm minbase + python3) + docker import, cached between runs
+#   BUILD_BASE_IMAGE  BASE_IMAGE + binutils, for the Dockerfile's build stage, so image builds need no network
 #   WHEELHOUSE     pip download of requirements.txt on the host, for offline image builds
 #
 # Contract: README.md, "The testbed" (tests/image/test_testbed.py checks it). Idempotent: what already runs is reused,
@@ -26,6 +27,7 @@ MANIFEST="$TB/manifest"
 # Defaults (override from the environment).
 MODEL_NAME=${MODEL_NAME:-llama3.2:1b}
 BASE_IMAGE=${BASE_IMAGE:-local/python:3.11-slim-bookworm}
+BUILD_BASE_IMAGE=${BUILD_BASE_IMAGE:-local/python-build:3.11-slim-bookworm}
 DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
 TESTBED_DOMAIN=${TESTBED_DOMAIN:-llm.example.com}
 REGISTRY_ADDR=127.0.0.1:5000
@@ -181,6 +183,31 @@ else
     log "base image $BASE_IMAGE: imported"
 fi
 BASE_PY=$(docker run --rm "$BASE_IMAGE" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+
+# ---------------------------------------------------------------------------------------------- build base image
+# The Dockerfile's build stage strips debug info with binutils (docker/slim-venv.sh) and installs them with apt-get
+# when its image lacks them. The testbed hands it an image that has them, so image builds run with no network at
+# all (scripts/build-push.sh builds with --network none); apt runs here, once. Labelled with the base image's id:
+# a rebuilt base image makes this one again.
+base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
+if [[ $(docker image inspect -f '{{index .Config.Labels "io.local-llm-server.base-id"}}' "$BUILD_BASE_IMAGE" \
+    2>/dev/null) == "$base_id" ]]; then
+    log "build base image $BUILD_BASE_IMAGE: cached"
+else
+    log "build base image $BUILD_BASE_IMAGE: $BASE_IMAGE + binutils (apt-get)"
+    cid=$(docker create --network host "$BASE_IMAGE" sh -c \
+        'apt-get update && apt-get install -y --no-install-recommends binutils && rm -rf /var/lib/apt/lists/*')
+    if ! docker start -a "$cid" >"$LOGS/build-base.log" 2>&1; then
+        docker rm -f "$cid" >/dev/null
+        tail -n 20 "$LOGS/build-base.log" >&2
+        die "installing binutils into $BUILD_BASE_IMAGE failed (log: $LOGS/build-base.log)"
+    fi
+    docker commit --change 'CMD ["python3"]' --change "LABEL io.local-llm-server.base-id=$base_id" \
+        "$cid" "$BUILD_BASE_IMAGE" >/dev/null
+    docker rm "$cid" >/dev/null
+    record "cache-image $BUILD_BASE_IMAGE"
+    log "build base image $BUILD_BASE_IMAGE: made"
+fi
 
 # ---------------------------------------------------------------------------------------------- wheelhouse
 # Wheels for requirements.txt, for the base image's Python, downloaded on the host (PyPI over TLS is not
@@ -412,6 +439,7 @@ CLOUDFLARED_STATE_FILE=$CF/state.json
 STAGING_HOSTNAME=staging.$TESTBED_DOMAIN
 PRODUCTION_HOSTNAME=$TESTBED_DOMAIN
 BASE_IMAGE=$BASE_IMAGE
+BUILD_BASE_IMAGE=$BUILD_BASE_IMAGE
 WHEELHOUSE=$WHEELHOUSE
 EOF
 chmod 0644 "$tmp_env"
@@ -424,6 +452,6 @@ cat <<EOF
   ssh         ssh -p $SSH_PORT -i $SSHD/id_ed25519 -o UserKnownHostsFile=$SSHD/known_hosts $SSH_USER@127.0.0.1
   Ollama      $OLLAMA_KIND on http://127.0.0.1:$OLLAMA_PORT (containers: http://host.docker.internal:$OLLAMA_PORT)
   cloudflared http://$CLOUDFLARED_METRICS/ready, config $CF/config.yml
-  base image  $BASE_IMAGE (Python $BASE_PY), wheelhouse $WHEELHOUSE
+  base image  $BASE_IMAGE (Python $BASE_PY), build stage $BUILD_BASE_IMAGE, wheelhouse $WHEELHOUSE
   env         $TB/env
 EOF

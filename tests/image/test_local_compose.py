@@ -33,7 +33,10 @@ def local_stack(testbed, tmp_path_factory):
             shutil.copy2(src, dst)
     shutil.copytree(testbed["WHEELHOUSE"], copy / ".testbed" / "wheelhouse")
     port = free_port()
-    env = {"BASE_IMAGE": testbed["BASE_IMAGE"], "BUILD_WHEELHOUSE": ".testbed/wheelhouse", "LOCAL_PORT": str(port)}
+    env = {
+        **{key: testbed[key] for key in ("BASE_IMAGE", "BUILD_BASE_IMAGE")},
+        **{"BUILD_WHEELHOUSE": ".testbed/wheelhouse", "LOCAL_PORT": str(port)},
+    }
 
     def compose(*args: str, check: bool = True):
         return run("docker", "compose", "-f", "docker-compose.local.yml", "-p", "imgtest-local", *args,

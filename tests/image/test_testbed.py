@@ -26,7 +26,7 @@ CONTRACT_KEYS = [
     *("TESTBED_DIR", "REGISTRY", "REGISTRY_USER", "REGISTRY_PASSWORD_FILE", "IMAGE_REPOSITORY"),
     *("SSH_HOST", "SSH_PORT", "SSH_USER", "SSH_KEY", "SSH_KNOWN_HOSTS"),
     *("OLLAMA_KIND", "OLLAMA_HOST_URL", "OLLAMA_CONTAINER_URL", "MODEL_NAME"),
-    *("CLOUDFLARED_METRICS_URL", "CLOUDFLARED_CONFIG", "BASE_IMAGE", "WHEELHOUSE"),
+    *("CLOUDFLARED_METRICS_URL", "CLOUDFLARED_CONFIG", "BASE_IMAGE", "BUILD_BASE_IMAGE", "WHEELHOUSE"),
 ]
 
 
@@ -44,6 +44,18 @@ def test_env_file_has_every_contract_key(testbed):
     assert missing == []
     assert testbed["OLLAMA_KIND"] in ("double", "real")
     assert Path(testbed["TESTBED_DIR"]) == (ROOT / ".testbed").resolve()
+
+
+def test_build_base_image_is_the_base_image_plus_binutils(testbed):
+    # The Dockerfile's build stage runs on it with --network none (scripts/build-push.sh): it must already have strip.
+    def has_strip(image: str) -> bool:
+        return run("docker", "run", "--rm", image, "sh", "-c", "command -v strip", check=False).returncode == 0
+
+    assert has_strip(testbed["BUILD_BASE_IMAGE"])
+    assert not has_strip(testbed["BASE_IMAGE"])  # the runtime stage's base stays as slim as python:3.12-slim
+    base_id = run("docker", "image", "inspect", "-f", "{{.Id}}", testbed["BASE_IMAGE"]).stdout.strip()
+    label = '{{index .Config.Labels "io.local-llm-server.base-id"}}'
+    assert run("docker", "image", "inspect", "-f", label, testbed["BUILD_BASE_IMAGE"]).stdout.strip() == base_id
 
 
 def test_registry_password_file_is_private(testbed):
