@@ -45,6 +45,15 @@ def registry_digest(testbed: dict[str, str], tag: str) -> str:
         return response.headers["Docker-Content-Digest"]
 
 
+def pin_another_host_key(testbed: dict[str, str], directory: Path) -> Path:
+    """A known_hosts file that pins a freshly made key, not the testbed's, for the testbed's SSH address."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(directory / "other")], check=True)
+    other = " ".join((directory / "other.pub").read_text().split()[:2])
+    known_hosts = directory / "other_known_hosts"
+    known_hosts.write_text(f"[{testbed['SSH_HOST']}]:{testbed['SSH_PORT']} {other}\n")
+    return known_hosts
+
+
 def test_ssh_setup_gives_a_working_pinned_connection(testbed, tmp_path):
     env = {
         **os.environ,
@@ -67,11 +76,7 @@ def test_ssh_setup_gives_a_working_pinned_connection(testbed, tmp_path):
 
     assert ssh(tmp_path / "ssh" / "known_hosts").returncode == 0
     # The pin is what lets it in: another host key for the same address is refused.
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
-    other = (tmp_path / "other.pub").read_text().split()[:2]
-    wrong = tmp_path / "wrong_known_hosts"
-    wrong.write_text(f"[{testbed['SSH_HOST']}]:{testbed['SSH_PORT']} {' '.join(other)}\n")
-    refused = ssh(wrong)
+    refused = ssh(pin_another_host_key(testbed, tmp_path))
     assert refused.returncode != 0 and "host key" in refused.stderr.lower()
 
 
@@ -79,12 +84,10 @@ def test_ssh_setup_gives_a_working_pinned_connection(testbed, tmp_path):
 def test_playbooks_refuse_a_host_key_that_is_not_pinned(ansible, testbed, tmp_path, pin):
     # Through ansible-playbook itself (Mitogen's SSH, ansible.cfg's host_key_checking): a mismatching or unknown
     # host key ends the run before any task, and nothing gets written into the known_hosts file.
-    known_hosts = tmp_path / "known_hosts"
     if pin == "another-key":
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
-        other = " ".join((tmp_path / "other.pub").read_text().split()[:2])
-        known_hosts.write_text(f"[{testbed['SSH_HOST']}]:{testbed['SSH_PORT']} {other}\n")
+        known_hosts = pin_another_host_key(testbed, tmp_path)
     else:
+        known_hosts = tmp_path / "known_hosts"
         known_hosts.write_text("")
     before = known_hosts.read_text()
     args = {"ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts}"}
