@@ -10,6 +10,8 @@
 #                with a wheelhouse (the testbed's: BASE_IMAGE + binutils); otherwise apt-get installs them.
 #   WHEELHOUSE   context-relative directory of wheels. If it holds any *.whl, pip installs from it only
 #                (--no-index); the default docker/wheels is empty, so pip uses PyPI.
+#   PIP_INDEX_URL  another package index than PyPI (a mirror) when there is no wheelhouse; no credentials in it
+#                (build arguments show in the build stage's history)
 #   APP_VERSION  the release tag (sha-<hash>); baked in as APP_VERSION, shown by /health and the OCI label
 #   VCS_REF, SOURCE_URL   OCI labels: the git commit and the repository
 ARG BASE_IMAGE=python:3.12-slim
@@ -29,6 +31,8 @@ RUN command -v strip > /dev/null || { \
 WORKDIR /build
 COPY requirements.txt docker/slim-venv.sh ./
 COPY ${WHEELHOUSE}/ /wheels/
+# Declared here, after the binutils layer, so that a different index does not invalidate it; pip reads it itself.
+ARG PIP_INDEX_URL
 # pip is removed from the venv afterwards: the runtime never installs anything. slim-venv.sh drops the debug info
 # some wheels ship (~20 MB) and checks that every compiled module still imports.
 RUN python3 -m venv /opt/venv \
