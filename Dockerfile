@@ -3,7 +3,8 @@
 # Works with the classic builder as well as BuildKit (no RUN --mount), so it builds on the testbed's
 # Debian docker.io and on GitHub's runners alike:
 #   GitHub:  docker build --build-arg APP_VERSION=sha-abc1234 --build-arg VCS_REF=<sha> .
-#   testbed: scripts/build-push.sh (BASE_IMAGE made by debootstrap, WHEELHOUSE=.testbed/wheelhouse, no PyPI)
+#   testbed: scripts/build-push.sh (BASE_IMAGE made by debootstrap, BUILD_BASE_IMAGE = it + binutils,
+#            WHEELHOUSE=.testbed/wheelhouse; built with --network none)
 # Build arguments:
 #   BASE_IMAGE   any Debian-like image with python3 + venv (default python:3.12-slim)
 #   BUILD_BASE_IMAGE  the build stage's image (default BASE_IMAGE). If it has binutils, the build needs no network

@@ -3,9 +3,9 @@
 # newest first: its processes (by pid file, checked against the expected command line), the deploy user, the
 # Compose plugin copies it installed, and the state under .testbed/ (registry data, keys, configs, logs).
 #
-# Kept as caches unless --purge: the debootstrap base image (and its build-stage twin with binutils) and the wheelhouse (re-making them takes a minute
-# or two and needs the network). Debian packages stay installed. Processes and containers that up.sh found
-# already running (a Docker engine, a real Ollama) are left alone.
+# Kept as caches unless --purge: the debootstrap base image, its build-stage twin with binutils, and the wheelhouse
+# (re-making them takes a minute or two and needs the network). Debian packages stay installed. Processes and
+# containers that up.sh found already running (a Docker engine, a real Ollama) are left alone.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
