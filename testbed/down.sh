@@ -59,8 +59,19 @@ while read -r kind value; do
     proc) stop_proc "$value" ;;
     user)
         if id "$value" >/dev/null 2>&1; then
-            userdel --remove "$value" 2>/dev/null || userdel "$value" || log "user $value: could not remove"
-            log "user $value: removed"
+            # userdel refuses a user with live processes: SSH sessions into the "Mac Mini" (an ssh ControlPersist
+            # master keeps one open for 60 s after ansible-playbook ends). They are the testbed's own: end them.
+            pkill -TERM -u "$value" 2>/dev/null || true
+            for ((i = 0; i < 50; i++)); do
+                pgrep -u "$value" >/dev/null || break
+                sleep 0.1
+            done
+            pkill -KILL -u "$value" 2>/dev/null || true
+            if userdel --remove "$value" 2>/dev/null || userdel "$value"; then
+                log "user $value: removed"
+            else
+                log "user $value: could not remove"
+            fi
         fi
         ;;
     file)
