@@ -63,8 +63,9 @@ def test_down_removes_what_up_made_and_up_brings_it_back(testbed, ansible, image
     if engine_is_ours:
         assert _serving_versions() == {}, "down.sh stopped the engine, yet a stack still answers"
     # Only the caches stay, and the manifest names nothing but them.
-    assert sorted(path.name for path in tb.iterdir()) == ["manifest", "wheelhouse"]
-    kept = (tb / "manifest").read_text().splitlines()
+    left = {path.name for path in tb.iterdir()}
+    assert "wheelhouse" in left and left <= {"wheelhouse", "manifest"}, left  # no manifest: nothing to keep
+    kept = (tb / "manifest").read_text().splitlines() if "manifest" in left else []
     # (A base image is listed only when this testbed made it; one found already made is not this testbed's to purge.)
     assert all(line.split()[0] in ("cache-image", "cache-dir") for line in kept), kept
 
