@@ -49,7 +49,7 @@ def test_down_removes_what_up_made_and_up_brings_it_back(testbed, ansible, image
     made = (tb / "manifest").read_text().splitlines()
     engine_is_ours = "proc dockerd" in made
     processes = {path.stem: int(path.read_text()) for path in (tb / "run").glob("*.pid")}
-    running = {name: (pid, _cmdline(pid)) for name, pid in processes.items() if _cmdline(pid)}
+    running = {name: (pid, cmdline) for name, pid in processes.items() if (cmdline := _cmdline(pid))}
     assert {"registry", "sshd", "ollama-double", "cloudflared-standin"} <= running.keys(), running
 
     down = harness.run(["bash", str(harness.ROOT / "testbed" / "down.sh")])
@@ -78,9 +78,8 @@ def test_down_removes_what_up_made_and_up_brings_it_back(testbed, ansible, image
     ):
         assert cached in up.stdout, f"{cached!r} not in up.sh's output:\n{up.stdout}"
     env = harness.testbed_up()  # a second run finds everything running, and puts the cloudflared config back
-    assert {key: env[key] for key in ("REGISTRY", "IMAGE_REPOSITORY", "SSH_PORT", "OLLAMA_KIND")} == {
-        key: testbed[key] for key in ("REGISTRY", "IMAGE_REPOSITORY", "SSH_PORT", "OLLAMA_KIND")
-    }
+    for key in ("REGISTRY", "IMAGE_REPOSITORY", "SSH_PORT", "OLLAMA_KIND"):
+        assert env[key] == testbed[key], key
     assert [name for name, port in TESTBED_PORTS.items() if _refused(port)] == []
 
     if engine_is_ours:

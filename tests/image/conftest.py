@@ -74,6 +74,33 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
     pytest.fail(f"timed out after {timeout} s waiting for {what} (last: {last!r})")
 
 
+# Runs inside an image: the section names of every shared object in the venv (ELF64 little-endian section headers;
+# only the fields needed to read .shstrtab). Prints the number of files, then those with a .debug_info section.
+_DEBUG_SECTIONS_SCRIPT = """
+import pathlib, struct
+def sections(data):
+    shoff, = struct.unpack_from('<Q', data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from('<HHH', data, 0x3A)
+    def header(i):
+        name, = struct.unpack_from('<I', data, shoff + i * shentsize)
+        offset, size = struct.unpack_from('<QQ', data, shoff + i * shentsize + 0x18)
+        return name, offset, size
+    _, stroff, _ = header(shstrndx)
+    return [data[stroff + name:data.index(b'\\0', stroff + name)].decode() for name, _, _ in map(header, range(shnum))]
+sos = sorted(pathlib.Path('/opt/venv').rglob('*.so'))
+print(len(sos))
+for so in sos:
+    if '.debug_info' in sections(so.read_bytes()):
+        print(so)
+"""
+
+
+def compiled_modules_with_debug_info(ref: str) -> tuple[int, list[str]]:
+    """(how many .so files the image's venv has, those that still carry a .debug_info section)."""
+    out = run("docker", "run", "--rm", "--entrypoint", "python3", ref, "-c", _DEBUG_SECTIONS_SCRIPT).stdout.split()
+    return int(out[0]), out[1:]
+
+
 def inspect(ref: str, kind: str = "container") -> dict:
     return json.loads(run("docker", kind, "inspect", ref).stdout)[0]
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.image.conftest import TAG_RE, http_get, inspect, run, wait_for
+from tests.image.conftest import TAG_RE, compiled_modules_with_debug_info, http_get, inspect, run, wait_for
 
 INSIDE_GET = (
     "import json, sys, urllib.request, urllib.error\n"
@@ -87,34 +87,12 @@ def test_final_stage_carries_no_build_tools_or_context_leftovers(built_image):
     assert out == ["True"] * 7, f"pip, curl, gcc, strip, /wheels, /build absent; only app/ in /app/service: {out}"
 
 
-# Runs inside the image: the section names of every shared object in the venv (ELF64 little-endian section
-# headers; only the fields needed to read .shstrtab). Prints the number of files, then those with a .debug_info section.
-_DEBUG_SECTIONS_SCRIPT = """
-import pathlib, struct
-def sections(data):
-    shoff, = struct.unpack_from('<Q', data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from('<HHH', data, 0x3A)
-    def header(i):
-        name, = struct.unpack_from('<I', data, shoff + i * shentsize)
-        offset, size = struct.unpack_from('<QQ', data, shoff + i * shentsize + 0x18)
-        return name, offset, size
-    _, stroff, _ = header(shstrndx)
-    return [data[stroff + name:data.index(b'\\0', stroff + name)].decode() for name, _, _ in map(header, range(shnum))]
-sos = sorted(pathlib.Path('/opt/venv').rglob('*.so'))
-print(len(sos))
-for so in sos:
-    if '.debug_info' in sections(so.read_bytes()):
-        print(so)
-"""
-
-
 def test_compiled_modules_carry_no_debug_info(built_image):
     # docker/slim-venv.sh strips it in the build stage (uvloop alone: 13 MB -> 1.6 MB). A .so that still has a
     # .debug_info section means the strip step did not run or missed a file.
-    run_args = ("docker", "run", "--rm", "--entrypoint", "python3", built_image.ref, "-c", _DEBUG_SECTIONS_SCRIPT)
-    out = run(*run_args).stdout.split()
-    assert int(out[0]) >= 10, f"expected the venv's compiled modules (uvloop, aiohttp, ...), found {out[0]}"
-    assert out[1:] == [], f"compiled modules with debug info: {out[1:]}"
+    count, with_debug_info = compiled_modules_with_debug_info(built_image.ref)
+    assert count >= 10, f"expected the venv's compiled modules (uvloop, aiohttp, ...), found {count}"
+    assert with_debug_info == [], f"compiled modules with debug info: {with_debug_info}"
 
 
 def test_healthcheck_turns_healthy(container):

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.image.conftest import run
-from tests.image.test_image import _DEBUG_SECTIONS_SCRIPT
+from tests.image.conftest import compiled_modules_with_debug_info, run
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -61,8 +60,8 @@ def test_build_without_wheelhouse_installs_binutils_and_uses_the_index(testbed, 
         assert f"Looking in indexes: {package_index}" in output, "pip did not resolve from the index"
         assert "slim-venv: every compiled module" in output
         # What came out is the same image as the offline build's: stripped, serving its version.
-        out = run("docker", "run", "--rm", "--entrypoint", "python3", tag, "-c", _DEBUG_SECTIONS_SCRIPT).stdout.split()
-        assert int(out[0]) >= 10 and out[1:] == [], out
+        count, with_debug_info = compiled_modules_with_debug_info(tag)
+        assert count >= 10 and with_debug_info == [], (count, with_debug_info)
         version = run(
             "docker", "run", "--rm", "--entrypoint", "python3", "-e", "APP_ENV=local", tag, "-c",
             "from app.config import load_settings; print(load_settings().app_version)",
