@@ -3,7 +3,8 @@
 # newest first: its processes (by pid file, checked against the expected command line), the deploy user, the
 # Compose plugin copies it installed, and the state under .testbed/ (registry data, keys, configs, logs).
 #
-# Kept as caches unless --purge: the debootstrap base image, its build-stage twin with binutils, and the wheelhouse
+# Kept as caches unless --purge: the debootstrap base image, the images derived from it (build stage with binutils,
+# nginx proxy) and the wheelhouse
 # (re-making them takes a minute or two and needs the network). Debian packages stay installed. Processes and
 # containers that up.sh found already running (a Docker engine, a real Ollama) are left alone.
 set -euo pipefail

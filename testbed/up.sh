@@ -10,6 +10,7 @@
 #   cloudflared    127.0.0.1:20241  metrics stand-in (/ready) + .testbed/cloudflared/config.yml
 #   BASE_IMAGE     debootstrap (bookworm minbase + python3) + docker import, cached between runs
 #   BUILD_BASE_IMAGE  BASE_IMAGE + binutils, for the Dockerfile's build stage, so image builds need no network
+#   PROXY_IMAGE    BASE_IMAGE + nginx-light: each stack's front proxy (app_proxy_image in inventories/local)
 #   WHEELHOUSE     pip download of requirements.txt on the host, for offline image builds
 #
 # Contract: README.md, "The testbed" (tests/image/test_testbed.py checks it). Idempotent: what already runs is reused,
@@ -28,6 +29,7 @@ MANIFEST="$TB/manifest"
 MODEL_NAME=${MODEL_NAME:-llama3.2:1b}
 BASE_IMAGE=${BASE_IMAGE:-local/python:3.11-slim-bookworm}
 BUILD_BASE_IMAGE=${BUILD_BASE_IMAGE:-local/python-build:3.11-slim-bookworm}
+PROXY_IMAGE=local/nginx:bookworm
 DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
 TESTBED_DOMAIN=${TESTBED_DOMAIN:-llm.example.com}
 REGISTRY_ADDR=127.0.0.1:5000
@@ -184,30 +186,43 @@ else
 fi
 BASE_PY=$(docker run --rm "$BASE_IMAGE" python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 
-# ---------------------------------------------------------------------------------------------- build base image
+# ------------------------------------------------------------------------------ images derived with apt-get
+# derive_image IMAGE WHAT CMD PACKAGES...: BASE_IMAGE plus Debian packages, committed as IMAGE (apt runs here, once,
+# over HTTP: inside containers only the package index's TLS is out of reach). Labelled with the base image's id:
+# a rebuilt base image makes IMAGE again. Kept as a cache by down.sh.
+base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
+derive_image() {
+    local image=$1 what=$2 cmd=$3 cid
+    shift 3
+    if [[ $(docker image inspect -f '{{index .Config.Labels "io.local-llm-server.base-id"}}' "$image" \
+        2>/dev/null) == "$base_id" ]]; then
+        log "$what $image: cached"
+        return
+    fi
+    log "$what $image: $BASE_IMAGE + $* (apt-get)"
+    # policy-rc.d: package scripts must not start services (nginx would bind port 80 of the host network).
+    cid=$(docker create --network host "$BASE_IMAGE" sh -c \
+        'printf "#!/bin/sh\nexit 101\n" >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d &&
+         apt-get update && apt-get install -y --no-install-recommends "$@" &&
+         rm -rf /var/lib/apt/lists/* /usr/sbin/policy-rc.d' sh "$@")
+    if ! docker start -a "$cid" >"$LOGS/$(basename "${image%%:*}").log" 2>&1; then
+        docker rm -f "$cid" >/dev/null
+        tail -n 20 "$LOGS/$(basename "${image%%:*}").log" >&2
+        die "installing $* into $image failed (log: $LOGS/$(basename "${image%%:*}").log)"
+    fi
+    docker commit --change "CMD $cmd" --change "LABEL io.local-llm-server.base-id=$base_id" "$cid" "$image" >/dev/null
+    docker rm "$cid" >/dev/null
+    record "cache-image $image"
+    log "$what $image: made"
+}
+
 # The Dockerfile's build stage strips debug info with binutils (docker/slim-venv.sh) and installs them with apt-get
 # when its image lacks them. The testbed hands it an image that has them, so image builds run with no network at
-# all (scripts/build-push.sh builds with --network none); apt runs here, once. Labelled with the base image's id:
-# a rebuilt base image makes this one again.
-base_id=$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")
-if [[ $(docker image inspect -f '{{index .Config.Labels "io.local-llm-server.base-id"}}' "$BUILD_BASE_IMAGE" \
-    2>/dev/null) == "$base_id" ]]; then
-    log "build base image $BUILD_BASE_IMAGE: cached"
-else
-    log "build base image $BUILD_BASE_IMAGE: $BASE_IMAGE + binutils (apt-get)"
-    cid=$(docker create --network host "$BASE_IMAGE" sh -c \
-        'apt-get update && apt-get install -y --no-install-recommends binutils && rm -rf /var/lib/apt/lists/*')
-    if ! docker start -a "$cid" >"$LOGS/build-base.log" 2>&1; then
-        docker rm -f "$cid" >/dev/null
-        tail -n 20 "$LOGS/build-base.log" >&2
-        die "installing binutils into $BUILD_BASE_IMAGE failed (log: $LOGS/build-base.log)"
-    fi
-    docker commit --change 'CMD ["python3"]' --change "LABEL io.local-llm-server.base-id=$base_id" \
-        "$cid" "$BUILD_BASE_IMAGE" >/dev/null
-    docker rm "$cid" >/dev/null
-    record "cache-image $BUILD_BASE_IMAGE"
-    log "build base image $BUILD_BASE_IMAGE: made"
-fi
+# all (scripts/build-push.sh builds with --network none).
+derive_image "$BUILD_BASE_IMAGE" "build base image" '["python3"]' binutils
+# Each stack's front proxy (app_proxy_image in inventories/local): Debian's nginx, where the Mac runs the official
+# nginx image. Both run only the config app_deploy renders.
+derive_image "$PROXY_IMAGE" "proxy image" '["nginx", "-g", "daemon off;"]' nginx-light
 
 # ---------------------------------------------------------------------------------------------- wheelhouse
 # Wheels for requirements.txt, for the base image's Python, downloaded on the host (PyPI over TLS is not
@@ -440,6 +455,7 @@ STAGING_HOSTNAME=staging.$TESTBED_DOMAIN
 PRODUCTION_HOSTNAME=$TESTBED_DOMAIN
 BASE_IMAGE=$BASE_IMAGE
 BUILD_BASE_IMAGE=$BUILD_BASE_IMAGE
+PROXY_IMAGE=$PROXY_IMAGE
 WHEELHOUSE=$WHEELHOUSE
 EOF
 chmod 0644 "$tmp_env"
@@ -452,6 +468,6 @@ cat <<EOF
   ssh         ssh -p $SSH_PORT -i $SSHD/id_ed25519 -o UserKnownHostsFile=$SSHD/known_hosts $SSH_USER@127.0.0.1
   Ollama      $OLLAMA_KIND on http://127.0.0.1:$OLLAMA_PORT (containers: http://host.docker.internal:$OLLAMA_PORT)
   cloudflared http://$CLOUDFLARED_METRICS/ready, config $CF/config.yml
-  base image  $BASE_IMAGE (Python $BASE_PY), build stage $BUILD_BASE_IMAGE, wheelhouse $WHEELHOUSE
+  base image  $BASE_IMAGE (Python $BASE_PY), build stage $BUILD_BASE_IMAGE, proxy $PROXY_IMAGE, wheelhouse $WHEELHOUSE
   env         $TB/env
 EOF

@@ -74,6 +74,7 @@ def test_down_removes_what_up_made_and_up_brings_it_back(testbed, ansible, image
     for cached in (
         f"base image {testbed['BASE_IMAGE']}: cached",
         f"build base image {testbed['BUILD_BASE_IMAGE']}: cached",
+        f"proxy image {testbed['PROXY_IMAGE']}: cached",
         "wheelhouse: up to date",
     ):
         assert cached in up.stdout, f"{cached!r} not in up.sh's output:\n{up.stdout}"

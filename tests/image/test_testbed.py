@@ -26,7 +26,8 @@ CONTRACT_KEYS = [
     *("TESTBED_DIR", "REGISTRY", "REGISTRY_USER", "REGISTRY_PASSWORD_FILE", "IMAGE_REPOSITORY"),
     *("SSH_HOST", "SSH_PORT", "SSH_USER", "SSH_KEY", "SSH_KNOWN_HOSTS"),
     *("OLLAMA_KIND", "OLLAMA_HOST_URL", "OLLAMA_CONTAINER_URL", "MODEL_NAME"),
-    *("CLOUDFLARED_METRICS_URL", "CLOUDFLARED_CONFIG", "BASE_IMAGE", "BUILD_BASE_IMAGE", "WHEELHOUSE"),
+    *("CLOUDFLARED_METRICS_URL", "CLOUDFLARED_CONFIG", "BASE_IMAGE", "BUILD_BASE_IMAGE", "PROXY_IMAGE"),
+    "WHEELHOUSE",
 ]
 
 
@@ -56,6 +57,19 @@ def test_build_base_image_is_the_base_image_plus_binutils(testbed):
     base_id = run("docker", "image", "inspect", "-f", "{{.Id}}", testbed["BASE_IMAGE"]).stdout.strip()
     label = '{{index .Config.Labels "io.local-llm-server.base-id"}}'
     assert run("docker", "image", "inspect", "-f", label, testbed["BUILD_BASE_IMAGE"]).stdout.strip() == base_id
+
+
+def test_proxy_image_is_the_base_image_plus_nginx(testbed):
+    # Each stack's proxy runs `nginx -c <our config> -g 'daemon off;'` (compose.yml.j2): nginx must be on PATH, and
+    # its own packaging must not have left a service running or a default site it would serve.
+    version = run("docker", "run", "--rm", testbed["PROXY_IMAGE"], "nginx", "-v", check=False)
+    assert version.returncode == 0 and "nginx/" in version.stderr, version
+    assert run("docker", "run", "--rm", testbed["BASE_IMAGE"], "sh", "-c", "command -v nginx", check=False).returncode
+    base_id = run("docker", "image", "inspect", "-f", "{{.Id}}", testbed["BASE_IMAGE"]).stdout.strip()
+    label = '{{index .Config.Labels "io.local-llm-server.base-id"}}'
+    assert run("docker", "image", "inspect", "-f", label, testbed["PROXY_IMAGE"]).stdout.strip() == base_id
+    policy = run("docker", "run", "--rm", testbed["PROXY_IMAGE"], "test", "-e", "/usr/sbin/policy-rc.d", check=False)
+    assert policy.returncode != 0, "the build-time policy-rc.d must not stay in the image"
 
 
 def test_registry_password_file_is_private(testbed):
