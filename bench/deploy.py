@@ -1,7 +1,7 @@
 """`make bench-deploy`: how fast and how smooth a deploy is on the testbed (real playbooks over SSH).
 
 Measures, on the staging stack of the testbed:
-  1. a deploy of a new tag (candidate gate + cut-over), wall clock of ansible-playbook;
+  1. a deploy of a new tag (new colour, gate, proxy switch, old colour retired), wall clock of ansible-playbook;
   2. the same deploy again (nothing to do);
   3. a rollback to the previous release;
   4. seconds without a 200 from /health while (1) runs, probing at 20 requests/s;
@@ -46,12 +46,12 @@ def main() -> None:
     rerun = must(ansible.deploy("staging", second), "no-change rerun")
     rollback = must(ansible.rollback("staging"), "rollback")
     with harness.Probe(PROBE_URL, rate=20) as broken_probe:
-        refused = ansible.deploy("staging", broken, "-e", "app_deploy_candidate_timeout=10")
+        refused = ansible.deploy("staging", broken, "-e", "app_deploy_gate_timeout=10")
     if refused.returncode == 0:
         sys.exit("bench-deploy: the broken image was deployed?!")
 
     rows = [
-        ("new-tag deploy (gate + cut-over)", f"{new_tag.seconds:.1f} s", "<= 20 s", new_tag.seconds <= 20),
+        ("new-tag deploy (gate + switch)", f"{new_tag.seconds:.1f} s", "<= 20 s", new_tag.seconds <= 20),
         ("no-change rerun", f"{rerun.seconds:.1f} s (changed={rerun.changed})", "<= 10 s", rerun.seconds <= 10),
         ("rollback to previous", f"{rollback.seconds:.1f} s", "<= 15 s", rollback.seconds <= 15),
         (

@@ -19,7 +19,7 @@ class Images:
     first: str  # two good releases built from this tree with distinct BUILD_VARIANTs
     second: str
     broken: str  # starts, /health 200, /ready always 503
-    unhealthy: str  # /ready 200 (passes the candidate gate), Docker healthcheck always failing
+    unhealthy: str  # /ready 200, Docker healthcheck always failing (refused by the gate)
 
 
 @pytest.fixture(scope="session")

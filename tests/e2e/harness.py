@@ -103,8 +103,8 @@ def push_broken(env: dict[str, str], good_tag: str) -> str:
 
 
 def push_unhealthy(env: dict[str, str], good_tag: str) -> str:
-    """An image that answers /ready (so it passes the candidate gate) but whose Docker healthcheck always fails: the
-    cut-over's `compose up --wait` then fails, which is what the automatic restore must handle."""
+    """An image that answers /ready but whose Docker healthcheck always fails: the gate's `compose up --wait` must
+    refuse it before it takes any traffic."""
     return _push_derived(
         env,
         good_tag,
@@ -238,14 +238,57 @@ def health(app_env: str) -> dict:
     return json.loads(body) if status == 200 else {"status": status, "body": body}
 
 
+def live_color(app_env: str) -> str | None:
+    """The colour the environment's proxy config names (what app_deploy wrote), or None before the first deploy."""
+    conf = DEPLOY_HOME / app_env / "proxy" / "nginx.conf"
+    match = re.search(r"set \$api_color (\w+);", conf.read_text()) if conf.exists() else None
+    return match.group(1) if match else None
+
+
 def container(app_env: str) -> dict | None:
-    """docker inspect of the serving container, or None."""
-    result = run(["docker", "inspect", f"{PROJECTS[app_env]}-api-1"])
-    return json.loads(result.stdout)[0] if result.returncode == 0 else None
+    """docker inspect of the live (serving) api container, or None."""
+    color = live_color(app_env)
+    return inspect(f"{PROJECTS[app_env]}-api-{color}-1") if color else None
+
+
+def project_containers(app_env: str) -> list[str]:
+    """Names of all containers of the environment's compose project, running or not, sorted."""
+    result = run(
+        [
+            "docker",
+            "ps",
+            "-a",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            f"label=com.docker.compose.project={PROJECTS[app_env]}",
+        ]
+    )
+    return sorted(result.stdout.split())
+
+
+def served_color(app_env: str) -> str | None:
+    """X-Api-Color of /health on the environment's port: the colour nginx actually sends traffic to."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{PORTS[app_env]}/health", timeout=5) as response:  # noqa: S310
+            return response.headers.get("X-Api-Color")
+    except OSError:
+        return None
 
 
 def container_exists(name: str) -> bool:
     return run(["docker", "inspect", name]).returncode == 0
+
+
+def inspect(name: str) -> dict | None:
+    """docker inspect of a container by name, or None."""
+    result = run(["docker", "inspect", name])
+    return json.loads(result.stdout)[0] if result.returncode == 0 else None
+
+
+def container_id(name: str) -> str | None:
+    result = run(["docker", "inspect", "-f", "{{.Id}} {{.State.StartedAt}}", name])
+    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def history() -> list[dict]:
@@ -267,9 +310,9 @@ def double(env: dict[str, str], action: str, payload: dict | None = None) -> Non
 
 
 def reset_stacks() -> None:
-    """Start from nothing deployed: remove both stacks' containers, candidates, files and the release history."""
-    for project in PROJECTS.values():
-        for name in (f"{project}-api-1", f"{project}-candidate"):
+    """Start from nothing deployed: remove both stacks' containers, files and the release history."""
+    for app_env, project in PROJECTS.items():
+        for name in project_containers(app_env):
             run(["docker", "rm", "-f", name])
         run(["docker", "network", "rm", f"{project}_default"])
     run(["rm", "-rf", str(DEPLOY_HOME / "staging"), str(DEPLOY_HOME / "production"), str(DEPLOY_HOME / "state")])
@@ -323,9 +366,12 @@ def snapshot() -> dict:
     """What a refused run must not change: both stacks' containers, their files on the host, the history."""
     state: dict = {"history": len(history())}
     for app_env, project in PROJECTS.items():
-        info = container(app_env)
-        state[app_env] = (info["Id"], info["State"]["StartedAt"]) if info else None
-        for path in (DEPLOY_HOME / app_env / "compose.yml", DEPLOY_HOME / app_env / f".env.{app_env}"):
+        names = project_containers(app_env)
+        for name in names:
+            info = inspect(name)
+            state[name] = (info["Id"], info["State"]["StartedAt"]) if info else None
+        state[f"{project} containers"] = names
+        files = ("compose.yml", f".env.{app_env}", "proxy/nginx.conf")
+        for path in (DEPLOY_HOME / app_env / name for name in files):
             state[str(path)] = path.stat().st_mtime_ns if path.exists() else None
-        state[f"{project}-candidate"] = container_exists(f"{project}-candidate")
     return state

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
 import stat
-import subprocess
 
 from tests.e2e import harness
 from tests.e2e.harness import DEPLOY_HOME
@@ -23,19 +23,33 @@ def test_deploy_staging_then_production_serves_each_on_its_port(ansible, images)
     production = ansible.deploy("production", images.first)
     assert production.returncode == 0, production.output[-4000:]
     assert harness.health("production") == {"status": "ok", "env": "production", "version": images.first}
-    # Published on loopback only, on the environment's own port.
-    bindings = harness.container("production")["HostConfig"]["PortBindings"]["8000/tcp"]
-    assert bindings == [{"HostIp": "127.0.0.1", "HostPort": "8000"}]
+    # The proxy owns the environment's port, on loopback only; the api colour has a loopback port of its own.
+    proxy = harness.inspect("llm-production-proxy-1")
+    assert proxy["HostConfig"]["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8000"}]}
+    api_bindings = harness.container("production")["HostConfig"]["PortBindings"]["8000/tcp"]
+    assert api_bindings == [{"HostIp": "127.0.0.1", "HostPort": ""}]
+    # A first deploy goes to blue, and blue alone.
+    assert harness.served_color("production") == harness.live_color("production") == "blue"
+    assert harness.project_containers("production") == ["llm-production-api-blue-1", "llm-production-proxy-1"]
 
 
 def test_staging_deploy_leaves_production_untouched_and_history_grows(ansible, images):
     before = harness.container("production")
     lines_before = len(harness.history())
 
-    result = ansible.deploy("staging", images.second)
+    staging_proxy = harness.container_id("llm-staging-proxy-1")
+    with harness.Probe("http://127.0.0.1:8001/health", rate=20) as probe:
+        result = ansible.deploy("staging", images.second)
     assert result.returncode == 0, result.output[-4000:]
+    # Zero downtime: every probe during the whole deploy got a 200, from the old release or the new one.
+    assert probe.failures == 0, f"{probe.failures}/{len(probe.results)} failed requests during a good deploy"
 
     assert harness.health("staging")["version"] == images.second
+    # Blue/green: the new release went to the other colour, the proxy switched to it and the old colour is gone;
+    # the proxy itself was only reloaded, never restarted.
+    assert harness.served_color("staging") == harness.live_color("staging") == "green"
+    assert harness.project_containers("staging") == ["llm-staging-api-green-1", "llm-staging-proxy-1"]
+    assert harness.container_id("llm-staging-proxy-1") == staging_proxy
     after = harness.container("production")
     assert (after["Id"], after["State"]["StartedAt"]) == (before["Id"], before["State"]["StartedAt"])
     assert harness.health("production")["version"] == images.first
@@ -63,10 +77,8 @@ def test_second_deploy_changes_nothing_and_never_shows_the_password(ansible, ima
 def test_no_secret_in_docker_inspect_history_or_files_and_env_files_are_0600(testbed):
     password = harness.registry_password(testbed)
     for app_env in ("staging", "production"):
-        inspect = subprocess.run(
-            ["docker", "inspect", f"{harness.PROJECTS[app_env]}-api-1"], capture_output=True, text=True, check=True
-        ).stdout
-        assert password not in inspect
+        info = harness.container(app_env)
+        assert info is not None and password not in json.dumps(info)
         env_file = DEPLOY_HOME / app_env / f".env.{app_env}"
         assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
         assert password not in env_file.read_text()

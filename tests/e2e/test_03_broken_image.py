@@ -1,6 +1,8 @@
-"""A release that starts but never becomes ready is refused by the candidate gate; the old one keeps serving."""
+"""Releases the gate must refuse, and a proxy switch that fails: the old release serves throughout, untouched."""
 
 from __future__ import annotations
+
+import subprocess
 
 from tests.e2e import harness
 
@@ -8,8 +10,9 @@ from tests.e2e import harness
 def test_broken_image_is_refused_and_the_old_release_serves_throughout(ansible, images):
     serving = harness.container("staging")
     old_tag = harness.health("staging")["version"]
+    containers = harness.project_containers("staging")
     with harness.Probe("http://127.0.0.1:8001/health", rate=20) as probe:
-        result = ansible.deploy("staging", images.broken, "-e", "app_deploy_candidate_timeout=10")
+        result = ansible.deploy("staging", images.broken, "-e", "app_deploy_gate_timeout=10")
     assert result.returncode != 0
     assert f"Deploy of {images.broken} to staging refused" in result.output
     assert "/ready" in result.output and "cannot reach Ollama" in result.output  # the cause is named
@@ -18,7 +21,7 @@ def test_broken_image_is_refused_and_the_old_release_serves_throughout(ansible, 
     after = harness.container("staging")
     assert (after["Id"], after["State"]["StartedAt"]) == (serving["Id"], serving["State"]["StartedAt"])
     assert harness.health("staging")["version"] == old_tag
-    assert not harness.container_exists("llm-staging-candidate"), "the candidate must be removed"
+    assert harness.project_containers("staging") == containers, "the refused colour must be removed"
     last = harness.history()[-1]
     assert (last["tag"], last["result"]) == (images.broken, "failed") and "cannot reach Ollama" in last["cause"]
     # The files on the host describe what runs again, so the next identical deploy is a no-op.
@@ -26,23 +29,53 @@ def test_broken_image_is_refused_and_the_old_release_serves_throughout(ansible, 
     assert rerun.returncode == 0 and rerun.changed == 0, rerun.output[-3000:]
 
 
-def test_failed_cut_over_restores_the_previous_release(ansible, images):
-    # The unhealthy image answers /ready, so it passes the candidate gate; the serving container is then replaced
-    # and compose's wait for "healthy" fails. The deploy must bring the previous tag back by itself and fail.
+def test_unhealthy_image_is_refused_before_it_takes_traffic(ansible, images):
+    # The unhealthy image answers /ready but its Docker healthcheck always fails: the gate waits for "healthy"
+    # too, so it never receives a request.
+    serving = harness.container("staging")
     old_tag = harness.health("staging")["version"]
     production = harness.container("production")
-    result = ansible.deploy("staging", images.unhealthy)
+    with harness.Probe("http://127.0.0.1:8001/health", rate=20) as probe:
+        result = ansible.deploy("staging", images.unhealthy)
     assert result.returncode != 0
-    assert f"Cut-over of staging to {images.unhealthy} failed" in harness.flat(result.output), result.output[-4000:]
-    assert f"Restored {old_tag}." in harness.flat(result.output)
-    restored = harness.container("staging")
-    assert restored["Config"]["Labels"]["io.local-llm-server.tag"] == old_tag
-    assert restored["State"]["Health"]["Status"] == "healthy"
+    assert f"Deploy of {images.unhealthy} to staging refused" in harness.flat(result.output), result.output[-4000:]
+    assert probe.failures == 0, f"{probe.failures} failed requests during the refused deploy"
+    assert harness.container("staging")["Id"] == serving["Id"]
     assert harness.health("staging")["version"] == old_tag
     assert harness.container("production")["Id"] == production["Id"], "production must not be touched"
     last = harness.history()[-1]
     assert (last["tag"], last["result"], last["env"]) == (images.unhealthy, "failed", "staging")
     assert "unhealthy" in last["cause"], last["cause"]
-    # The files on the host describe the restored release, so deploying it again changes nothing.
+    rerun = ansible.deploy("staging", old_tag)
+    assert rerun.returncode == 0 and rerun.changed == 0, rerun.output[-3000:]
+
+
+def test_failed_proxy_switch_restores_the_previous_release(ansible, images):
+    # A real fault in the proxy: nginx's pid file names no process, so `nginx -s reload` cannot signal the
+    # master. The new colour passes the gate, the switch fails, and the deploy must switch back, remove the new
+    # colour and fail, while the old colour keeps serving.
+    serving = harness.container("staging")
+    old_tag = harness.health("staging")["version"]
+    new_tag = images.first if old_tag != images.first else images.second
+    containers = harness.project_containers("staging")
+    proxy_exec = ["docker", "exec", "llm-staging-proxy-1", "sh", "-c"]
+    subprocess.run([*proxy_exec, "echo 999999 > /tmp/nginx.pid"], check=True)
+    try:
+        with harness.Probe("http://127.0.0.1:8001/health", rate=20) as probe:
+            result = ansible.deploy("staging", new_tag)
+    finally:
+        # nginx runs in the foreground as the container's process 1.
+        subprocess.run([*proxy_exec, "echo 1 > /tmp/nginx.pid"], check=True)
+    output = harness.flat(result.output)
+    assert result.returncode != 0
+    assert f"Cut-over of staging to {new_tag} failed" in output, result.output[-4000:]
+    assert "Reload nginx in the proxy container" in output and f"Restored {old_tag}." in output
+    assert probe.failures == 0, f"{probe.failures} failed requests during the failed switch"
+    assert harness.container("staging")["Id"] == serving["Id"]
+    old_color = serving["Config"]["Labels"]["io.local-llm-server.color"]
+    assert harness.served_color("staging") == harness.live_color("staging") == old_color
+    assert harness.project_containers("staging") == containers, "the new colour must be removed"
+    last = harness.history()[-1]
+    assert (last["tag"], last["result"]) == (new_tag, "failed")
     rerun = ansible.deploy("staging", old_tag)
     assert rerun.returncode == 0 and rerun.changed == 0, rerun.output[-3000:]

@@ -71,10 +71,12 @@ def test_stale_lock_is_broken_with_a_warning(ansible, images):
 def test_sigkill_midway_keeps_the_container_and_the_rerun_converges(ansible, images):
     serving = harness.container("staging")
     assert serving["Config"]["Labels"]["io.local-llm-server.tag"] == images.second
+    new_color = {"blue": "green", "green": "blue"}[harness.live_color("staging")]
     proc = ansible.start("deploy.yml", "-e", "app_env=staging", "-e", f"image_tag={images.first}")
     try:
-        # Kill it in the middle of the release: the candidate is up, the cut-over has not happened.
-        wait_for(lambda: harness.container_exists("llm-staging-candidate"), 180, "the candidate container")
+        # Kill it in the middle of the release: the new colour is up beside the live one, the switch has not
+        # happened.
+        wait_for(lambda: harness.container_exists(f"llm-staging-api-{new_color}-1"), 180, "the new colour")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -93,6 +95,7 @@ def test_sigkill_midway_keeps_the_container_and_the_rerun_converges(ansible, ima
     assert rerun.returncode == 0, rerun.output[-4000:]
     assert "its holder is gone" in rerun.output  # the dead run's lock was broken at once, not after 15 minutes
     assert harness.health("staging")["version"] == images.first
-    assert not harness.container_exists("llm-staging-candidate")
+    assert harness.served_color("staging") == harness.live_color("staging") == new_color
+    assert harness.project_containers("staging") == sorted([f"llm-staging-api-{new_color}-1", "llm-staging-proxy-1"])
     again = ansible.deploy("staging", images.first)
     assert again.returncode == 0 and again.changed == 0, again.output[-3000:]

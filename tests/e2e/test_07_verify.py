@@ -30,7 +30,7 @@ def test_the_playbooks_run_without_mitogen_too(ansible):
 
 
 def test_verify_fails_when_a_stack_is_down(ansible):
-    name = "llm-production-api-1"
+    name = harness.container("production")["Name"].lstrip("/")
     subprocess.run(["docker", "stop", "-t", "2", name], check=True, capture_output=True)
     try:
         result = ansible.run("verify.yml")

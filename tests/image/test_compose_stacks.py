@@ -12,6 +12,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import jinja2
@@ -20,32 +21,40 @@ import yaml
 
 from tests.image.conftest import ROOT, http_get, inspect, run, wait_for
 
-TEMPLATE = ROOT / "ansible/roles/app_deploy/templates/compose.yml.j2"
+TEMPLATES = ROOT / "ansible/roles/app_deploy/templates"
 STACKS = {"staging": 18001, "production": 18000}
 
 
-def render(env: str, port: int, image_repository: str, image_tag: str, app_dir: Path, **extra) -> Path:
-    """Render the template as the role does (variables from the compose contract)."""
-    # YAML, not HTML: no autoescaping (Ansible's template module does not escape either).
+def render(env: str, port: int, image_repository: str, image_tag: str, app_dir: Path, proxy_image: str,
+           **extra) -> Path:  # fmt: skip
+    """Render compose.yml and proxy/nginx.conf as the role does after a first deploy: the proxy and api-blue."""
+    # YAML and nginx syntax, not HTML: no autoescaping (Ansible's template module does not escape either).
     jinja = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # noqa: S701
-    template = jinja.from_string(TEMPLATE.read_text())
-    text = template.render(
+    variables = dict(
         app_env=env,
         app_compose_project=f"imgtest-{env}",
         app_port=port,
         app_bind_address="127.0.0.1",
         app_container_port=8000,
+        app_dir=str(app_dir),
+        app_proxy_image=proxy_image,
+        app_proxy_container_port=8080,
+        app_proxy_drain_timeout=300,
+        app_proxy_read_timeout=330,
         image_repository=image_repository,
-        image_tag=image_tag,
+        app_slots={"blue": {"tag": image_tag, "release": f"20260101T000000Z-{image_tag}"}},
+        live_color="blue",
         app_env_file=str(app_dir / f".env.{env}"),
-        app_release_id=f"20260101T000000Z-{image_tag}",
         app_restart_policy="always",
         app_log_max_size="10m",
         app_log_max_file=3,
         **extra,
     )
+    (app_dir / "proxy").mkdir(exist_ok=True)
+    conf = jinja.from_string((TEMPLATES / "nginx.conf.j2").read_text()).render(variables)
+    (app_dir / "proxy" / "nginx.conf").write_text(conf)
     path = app_dir / "compose.yml"
-    path.write_text(text)
+    path.write_text(jinja.from_string((TEMPLATES / "compose.yml.j2").read_text()).render(variables))
     return path
 
 
@@ -56,10 +65,14 @@ class Stack:
     def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return run("docker", "compose", "-f", str(self.file), *args, env=self.docker_env, check=check)
 
-    def container(self) -> dict:
-        ids = self.compose("ps", "-q", "api").stdout.split()
-        assert len(ids) == 1, f"{self.env}: expected one api container, got {ids}"
+    def container(self, service: str = "api-blue") -> dict:
+        ids = self.compose("ps", "-q", service).stdout.split()
+        assert len(ids) == 1, f"{self.env}: expected one {service} container, got {ids}"
         return inspect(ids[0])
+
+    def api_port(self) -> int:
+        """The loopback port Docker picked for api-blue (the deploy's gate uses it)."""
+        return int(self.container()["NetworkSettings"]["Ports"]["8000/tcp"][0]["HostPort"])
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -75,7 +88,7 @@ def stacks(testbed, built_image, docker_config, tmp_path_factory):
         env_file = app_dir / f".env.{env}"
         env_file.write_text(f"MODEL_NAME={testbed['MODEL_NAME']}\nOLLAMA_BASE_URL={testbed['OLLAMA_CONTAINER_URL']}\n")
         env_file.chmod(0o600)
-        compose_file = render(env, port, built_image.repository, built_image.tag, app_dir)
+        compose_file = render(env, port, built_image.repository, built_image.tag, app_dir, testbed["PROXY_IMAGE"])
         result[env] = Stack(env, port, compose_file, docker_config)
     try:
         for stack in result.values():
@@ -106,12 +119,20 @@ def test_rendered_file_is_what_the_contract_says(stacks, built_image):
     for env, stack in stacks.items():
         config = json.loads(stack.compose("config", "--format", "json").stdout)
         assert config["name"] == f"imgtest-{env}"
-        api = config["services"]["api"]
+        assert sorted(config["services"]) == ["api-blue", "proxy"]
+        proxy = config["services"]["proxy"]
+        assert [(p["host_ip"], p["published"], p["target"]) for p in proxy["ports"]] == [
+            ("127.0.0.1", str(stack.port), 8080)
+        ]
+        assert proxy["restart"] == "always"
+        assert [(v["source"], v["target"], v.get("read_only")) for v in proxy["volumes"]] == [
+            (str(stack.file.parent / "proxy"), "/etc/nginx/llm", True)
+        ]
+        api = config["services"]["api-blue"]
         assert api["image"] == built_image.ref
         assert api["restart"] == "always"
-        assert [(p["host_ip"], p["published"], p["target"]) for p in api["ports"]] == [
-            ("127.0.0.1", str(stack.port), 8000)
-        ]
+        # Loopback only, on a port Docker picks (published "" in compose's normalised form).
+        assert [(p["host_ip"], p.get("published", ""), p["target"]) for p in api["ports"]] == [("127.0.0.1", "", 8000)]
         assert api["environment"]["APP_ENV"] == env
         assert api["environment"]["APP_VERSION"] == built_image.tag
         assert api["extra_hosts"] == {"host.docker.internal": ["host-gateway"]} or api["extra_hosts"] == [
@@ -120,17 +141,54 @@ def test_rendered_file_is_what_the_contract_says(stacks, built_image):
         assert api["logging"] == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}
         assert api["labels"] == {
             "io.local-llm-server.env": env,
+            "io.local-llm-server.role": "api",
+            "io.local-llm-server.color": "blue",
             "io.local-llm-server.tag": built_image.tag,
             "io.local-llm-server.release": f"20260101T000000Z-{built_image.tag}",
         }
 
 
-def test_both_stacks_serve_side_by_side(stacks, built_image, testbed):
+def test_both_stacks_serve_side_by_side_through_their_proxies(stacks, built_image, testbed):
     for env, stack in stacks.items():
         status, body = http_get(stack.url("/health"))
         assert (status, body["env"], body["version"]) == (200, env, built_image.tag)
         status, body = http_get(stack.url("/ready"))
         assert (status, body["status"], body["model"]) == (200, "ready", testbed["MODEL_NAME"]), body
+        with urllib.request.urlopen(stack.url("/health"), timeout=5) as response:  # noqa: S310 (loopback)
+            assert response.headers["X-Api-Color"] == "blue"
+
+
+def double_config(testbed: dict[str, str], settings: dict | None) -> None:
+    """Steer the testbed's Ollama double (/_double/config), or put its defaults back (/_double/reset)."""
+    action = "config" if settings is not None else "reset"
+    request = urllib.request.Request(  # noqa: S310 (loopback)
+        f"{testbed['OLLAMA_HOST_URL']}/_double/{action}", data=json.dumps(settings or {}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST")  # fmt: skip
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback)
+        assert response.status == 200
+
+
+def test_proxy_streams_chunk_by_chunk(stacks, testbed):
+    # Each NDJSON line of a streamed generation must leave the proxy as the app writes it (nginx.conf.j2 turns
+    # proxy_buffering off, and the app also sends X-Accel-Buffering: no). The double streams its chunks with a
+    # delay between them; arrival times through the proxy must be spread out, not all at the end.
+    stack = stacks["staging"]
+    double_config(testbed, {"token_delay": 0.05, "token_count": 6})
+    request = urllib.request.Request(  # noqa: S310 (loopback)
+        stack.url("/api/generate"),
+        data=json.dumps({"model": testbed["MODEL_NAME"], "prompt": "count to five", "stream": True}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    arrivals = []
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (loopback)
+            for line in response:
+                arrivals.append((time.monotonic(), json.loads(line)))
+    finally:
+        double_config(testbed, None)
+    assert arrivals[-1][1]["done"] is True and len(arrivals) >= 3, arrivals
+    # 6 tokens 50 ms apart: unbuffered, the last line arrives >= 0.25 s after the first; buffered, all at once.
+    assert arrivals[-1][0] - arrivals[0][0] > 0.2, "the chunks arrived together: the proxy buffered the stream"
 
 
 def test_running_containers_carry_the_settings(stacks, built_image):
@@ -139,7 +197,7 @@ def test_running_containers_carry_the_settings(stacks, built_image):
         host = c["HostConfig"]
         assert host["RestartPolicy"]["Name"] == "always"
         assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"}}
-        assert host["PortBindings"] == {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(stack.port)}]}
+        assert host["PortBindings"] == {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
         assert "host.docker.internal:host-gateway" in host["ExtraHosts"]
         assert c["Config"]["Labels"]["io.local-llm-server.env"] == env
         assert c["Config"]["Labels"]["com.docker.compose.project"] == f"imgtest-{env}"
@@ -196,9 +254,10 @@ def test_published_ports_refuse_non_loopback_addresses(stacks):
     # This machine has at least its ethernet address and the docker0 bridge; the LAN must not reach the API.
     assert addrs, "no non-loopback IPv4 address to test against"
     for stack in stacks.values():
-        assert connect("127.0.0.1", stack.port) == "connected"
-        for addr in addrs:
-            assert connect(addr, stack.port) == "refused", f"{addr}:{stack.port} must refuse connections"
+        for port in (stack.port, stack.api_port()):  # the proxy's, and the api colour's own (for the gate)
+            assert connect("127.0.0.1", port) == "connected"
+            for addr in addrs:
+                assert connect(addr, port) == "refused", f"{addr}:{port} must refuse connections"
 
 
 def test_published_ports_unreachable_from_another_container(stacks, built_image, testbed):
@@ -232,12 +291,12 @@ def test_wait_blocks_until_healthy_with_the_template_healthcheck(stacks):
 
 def test_start_interval_is_optional_and_rendered_for_new_engines(built_image, tmp_path, docker_config):
     # Unset (the testbed's Docker 20.10 refuses it): absent. Set (Docker Desktop >= 25 on the Mac): present.
-    plain = render("staging", 18001, built_image.repository, built_image.tag, tmp_path)
-    assert "start_interval" not in yaml.safe_load(plain.read_text())["services"]["api"]["healthcheck"]
+    plain = render("staging", 18001, built_image.repository, built_image.tag, tmp_path, "nginx")
+    assert "start_interval" not in yaml.safe_load(plain.read_text())["services"]["api-blue"]["healthcheck"]
     (tmp_path / ".env.staging").write_text("MODEL_NAME=x\n")
-    fast = render("staging", 18001, built_image.repository, built_image.tag, tmp_path,
+    fast = render("staging", 18001, built_image.repository, built_image.tag, tmp_path, "nginx",
                   app_healthcheck_start_interval="250ms")  # fmt: skip
     config = json.loads(
         run("docker", "compose", "-f", str(fast), "config", "--format", "json", env=docker_config).stdout
     )
-    assert config["services"]["api"]["healthcheck"]["start_interval"] == "250ms"
+    assert config["services"]["api-blue"]["healthcheck"]["start_interval"] == "250ms"
