@@ -79,3 +79,18 @@ def test_failed_proxy_switch_restores_the_previous_release(ansible, images):
     assert (last["tag"], last["result"]) == (new_tag, "failed")
     rerun = ansible.deploy("staging", old_tag)
     assert rerun.returncode == 0 and rerun.changed == 0, rerun.output[-3000:]
+
+
+def test_a_stopped_proxy_is_started_again_by_the_next_deploy(ansible):
+    # Someone stopped the proxy: the port refuses. A deploy of the running tag must notice (compose's plan says
+    # the proxy needs starting), bring it back through the gate and switch, and leave a stack verify calls healthy.
+    tag = harness.health("staging")["version"]
+    subprocess.run(["docker", "stop", "llm-staging-proxy-1"], check=True, capture_output=True)
+    assert harness.served_color("staging") is None
+    result = ansible.deploy("staging", tag)
+    assert result.returncode == 0, result.output[-4000:]
+    assert harness.health("staging")["version"] == tag
+    assert harness.served_color("staging") == harness.live_color("staging")
+    assert len(harness.project_containers("staging")) == 2
+    again = ansible.deploy("staging", tag)
+    assert again.returncode == 0 and again.changed == 0, again.output[-3000:]

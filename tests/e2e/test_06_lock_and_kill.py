@@ -99,3 +99,34 @@ def test_sigkill_midway_keeps_the_container_and_the_rerun_converges(ansible, ima
     assert harness.project_containers("staging") == sorted([f"llm-staging-api-{new_color}-1", "llm-staging-proxy-1"])
     again = ansible.deploy("staging", images.first)
     assert again.returncode == 0 and again.changed == 0, again.output[-3000:]
+
+
+def test_sigkill_right_after_the_switch_is_finished_by_the_next_run(ansible, images):
+    # Killed once nginx sends traffic to the new colour, before the old one is retired and the release recorded:
+    # the rerun must retire the idle colour and record the release, and no request fails at any point.
+    serving = harness.container("staging")
+    old_tag = serving["Config"]["Labels"]["io.local-llm-server.tag"]
+    new_tag = images.second if old_tag != images.second else images.first
+    new_color = {"blue": "green", "green": "blue"}[harness.live_color("staging")]
+    history_before = len(harness.history())
+    with harness.Probe("http://127.0.0.1:8001/health", rate=20) as probe:
+        proc = ansible.start("deploy.yml", "-e", "app_env=staging", "-e", f"image_tag={new_tag}")
+        try:
+            wait_for(lambda: harness.served_color("staging") == new_color, 180, "the proxy to switch")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        killed_state = harness.project_containers("staging")
+        rerun = ansible.deploy("staging", new_tag)
+    assert rerun.returncode == 0, rerun.output[-4000:]
+    assert probe.failures == 0, f"{probe.failures}/{len(probe.results)} failed requests"
+    assert f"llm-staging-api-{new_color}-1" in killed_state
+    assert harness.served_color("staging") == harness.live_color("staging") == new_color
+    assert harness.project_containers("staging") == sorted([f"llm-staging-api-{new_color}-1", "llm-staging-proxy-1"])
+    entries = harness.history()[history_before:]
+    assert [(e["tag"], e["result"]) for e in entries] == [(new_tag, "success")], entries
+    assert entries[0]["cause"] == "finished by a later run", "the rerun, not the killed run, recorded it"
+    again = ansible.deploy("staging", new_tag)
+    assert again.returncode == 0 and again.changed == 0, again.output[-3000:]

@@ -46,6 +46,7 @@ def render(env: str, port: int, image_repository: str, image_tag: str, app_dir: 
         live_color="blue",
         app_env_file=str(app_dir / f".env.{env}"),
         app_restart_policy="always",
+        app_stop_grace_period="30s",
         app_log_max_size="10m",
         app_log_max_file=3,
         **extra,
@@ -131,6 +132,7 @@ def test_rendered_file_is_what_the_contract_says(stacks, built_image):
         api = config["services"]["api-blue"]
         assert api["image"] == built_image.ref
         assert api["restart"] == "always"
+        assert api["stop_grace_period"] == "30s"
         # Loopback only, on a port Docker picks (published "" in compose's normalised form).
         assert [(p["host_ip"], p.get("published", ""), p["target"]) for p in api["ports"]] == [("127.0.0.1", "", 8000)]
         assert api["environment"]["APP_ENV"] == env
