@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 from tests.e2e import harness
-from tests.e2e.harness import flat
+from tests.e2e.harness import DEPLOY_HOME, flat
 
 
 def test_verify_reports_both_stacks_healthy_and_changes_nothing(ansible):
@@ -39,6 +39,24 @@ def test_verify_fails_when_a_stack_is_down(ansible):
     assert result.returncode != 0
     assert "production: UNHEALTHY" in result.output and "staging: HEALTHY" in result.output
     assert "unhealthy stacks: production" in flat(result.output)
+
+
+def test_verify_fails_when_the_proxy_has_not_loaded_its_config(ansible):
+    # The file names the other colour, nginx still runs the old config (as after a deploy killed between writing
+    # the file and the reload): verify must compare X-Api-Color with the file and call it unhealthy.
+    conf = DEPLOY_HOME / "production" / "proxy" / "nginx.conf"
+    original = conf.read_text()
+    live = harness.live_color("production")
+    other = {"blue": "green", "green": "blue"}[live]
+    conf.write_text(original.replace(f"set $api_color {live};", f"set $api_color {other};"))
+    try:
+        result = ansible.run("verify.yml")
+    finally:
+        conf.write_text(original)
+    assert result.returncode != 0
+    assert "production: UNHEALTHY" in result.output and "staging: HEALTHY" in result.output
+    assert f"colour={other} (proxy serves {live})" in flat(result.output)
+    assert harness.served_color("production") == live, "verify must not have reloaded anything"
 
 
 def test_verify_reports_every_stack_even_when_a_host_check_fails(ansible, double_restored):
