@@ -276,19 +276,14 @@ def served_color(app_env: str) -> str | None:
         return None
 
 
-def container_exists(name: str) -> bool:
-    return run(["docker", "inspect", name]).returncode == 0
-
-
 def inspect(name: str) -> dict | None:
     """docker inspect of a container by name, or None."""
     result = run(["docker", "inspect", name])
     return json.loads(result.stdout)[0] if result.returncode == 0 else None
 
 
-def container_id(name: str) -> str | None:
-    result = run(["docker", "inspect", "-f", "{{.Id}} {{.State.StartedAt}}", name])
-    return result.stdout.strip() if result.returncode == 0 else None
+def container_exists(name: str) -> bool:
+    return inspect(name) is not None
 
 
 def history() -> list[dict]:

@@ -37,7 +37,7 @@ def test_staging_deploy_leaves_production_untouched_and_history_grows(ansible, i
     before = harness.container("production")
     lines_before = len(harness.history())
 
-    staging_proxy = harness.container_id("llm-staging-proxy-1")
+    staging_proxy = harness.inspect("llm-staging-proxy-1")
     with harness.Probe("http://127.0.0.1:8001/health", rate=20) as probe:
         result = ansible.deploy("staging", images.second)
     assert result.returncode == 0, result.output[-4000:]
@@ -49,7 +49,11 @@ def test_staging_deploy_leaves_production_untouched_and_history_grows(ansible, i
     # the proxy itself was only reloaded, never restarted.
     assert harness.served_color("staging") == harness.live_color("staging") == "green"
     assert harness.project_containers("staging") == ["llm-staging-api-green-1", "llm-staging-proxy-1"]
-    assert harness.container_id("llm-staging-proxy-1") == staging_proxy
+    proxy_after = harness.inspect("llm-staging-proxy-1")
+    assert (proxy_after["Id"], proxy_after["State"]["StartedAt"]) == (
+        staging_proxy["Id"],
+        staging_proxy["State"]["StartedAt"],
+    )
     after = harness.container("production")
     assert (after["Id"], after["State"]["StartedAt"]) == (before["Id"], before["State"]["StartedAt"])
     assert harness.health("production")["version"] == images.first

@@ -19,6 +19,7 @@ import jinja2
 import pytest
 import yaml
 
+from tests.e2e import harness
 from tests.image.conftest import ROOT, http_get, inspect, run, wait_for
 
 TEMPLATES = ROOT / "ansible/roles/app_deploy/templates"
@@ -160,22 +161,12 @@ def test_both_stacks_serve_side_by_side_through_their_proxies(stacks, built_imag
             assert response.headers["X-Api-Color"] == "blue"
 
 
-def double_config(testbed: dict[str, str], settings: dict | None) -> None:
-    """Steer the testbed's Ollama double (/_double/config), or put its defaults back (/_double/reset)."""
-    action = "config" if settings is not None else "reset"
-    request = urllib.request.Request(  # noqa: S310 (loopback)
-        f"{testbed['OLLAMA_HOST_URL']}/_double/{action}", data=json.dumps(settings or {}).encode(),
-        headers={"Content-Type": "application/json"}, method="POST")  # fmt: skip
-    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 (loopback)
-        assert response.status == 200
-
-
 def test_proxy_streams_chunk_by_chunk(stacks, testbed):
     # Each NDJSON line of a streamed generation must leave the proxy as the app writes it (nginx.conf.j2 turns
     # proxy_buffering off, and the app also sends X-Accel-Buffering: no). The double streams its chunks with a
     # delay between them; arrival times through the proxy must be spread out, not all at the end.
     stack = stacks["staging"]
-    double_config(testbed, {"token_delay": 0.05, "token_count": 6})
+    harness.double(testbed, "config", {"token_delay": 0.05, "token_count": 6})
     request = urllib.request.Request(  # noqa: S310 (loopback)
         stack.url("/api/generate"),
         data=json.dumps({"model": testbed["MODEL_NAME"], "prompt": "count to five", "stream": True}).encode(),
@@ -187,7 +178,7 @@ def test_proxy_streams_chunk_by_chunk(stacks, testbed):
             for line in response:
                 arrivals.append((time.monotonic(), json.loads(line)))
     finally:
-        double_config(testbed, None)
+        harness.double(testbed, "reset")
     assert arrivals[-1][1]["done"] is True and len(arrivals) >= 3, arrivals
     # 6 tokens 50 ms apart: unbuffered, the last line arrives >= 0.25 s after the first; buffered, all at once.
     assert arrivals[-1][0] - arrivals[0][0] > 0.2, "the chunks arrived together: the proxy buffered the stream"
