@@ -225,3 +225,29 @@ def test_testbed_processes_listen_only_on_loopback_or_the_bridge(testbed):
             seen.append(local)
             assert addr == gateway or addr.startswith("127."), f"testbed process listens on {local}: {users}"
     assert seen, "found none of the testbed's listening sockets"
+
+
+def test_up_uses_an_engine_that_answers_and_installs_no_engine_package(testbed, tmp_path):
+    # GitHub's ubuntu-24.04 runner: Docker CE's engine runs and Debian's docker.io is not installed. Installing it
+    # would pull in containerd, which conflicts with Docker CE's containerd.io (eunomia-bpf/eunomia-bpf#302), so
+    # up.sh must use the engine as it is. Stand in for that machine with a dpkg-query that says docker.io is absent
+    # (the real engine answers meanwhile), and an apt-get that records being called and fails.
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    calls = tmp_path / "apt-get.calls"
+    real_dpkg_query = run("sh", "-c", "command -v dpkg-query").stdout.strip()
+    (shims / "dpkg-query").write_text(
+        "#!/bin/sh\n"
+        'for arg; do [ "$arg" = docker.io ] && { echo "no packages found matching docker.io" >&2; exit 1; }; done\n'
+        f'exec {real_dpkg_query} "$@"\n'
+    )
+    (shims / "apt-get").write_text(f'#!/bin/sh\necho "$@" >>{calls}\nexit 100\n')
+    for shim in shims.iterdir():
+        shim.chmod(0o755)
+
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
+    up = subprocess.run(["bash", str(ROOT / "testbed" / "up.sh")], env=env, capture_output=True, text=True)
+    assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+    assert "Docker engine answers: no engine package is installed" in up.stdout
+    assert "Docker engine: reusing the running one" in up.stdout
+    assert not calls.exists(), f"up.sh ran apt-get: {calls.read_text()}"
