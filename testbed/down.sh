@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Stop and remove exactly what testbed/up.sh created (make testbed-down), as listed in .testbed/manifest,
-# newest first: its processes (by pid file, checked against the expected command line), the deploy user, the
-# Compose plugin copies it installed, and the state under .testbed/ (registry data, keys, configs, logs).
+# newest first: its processes (by pid file, checked against the expected command line), the deploy user with its
+# home and every stack deployed from that home (said in the output), the Compose plugin copies it installed, and
+# the state under .testbed/ (registry data, keys, configs, logs).
 #
 # Kept as caches unless --purge: the debootstrap base image, the images derived from it (build stage with binutils,
 # nginx proxy) and the wheelhouse
@@ -54,6 +55,40 @@ stop_proc() { # name
     log "$name: stopped (pid $pid)"
 }
 
+# Remove every container deployed from a directory (its compose project directory or one of its bind mounts lies
+# inside it), with each compose project's default network. Prints "projects: ...; containers: ..." when it removed
+# any, nothing otherwise. Needs a Docker engine that answers.
+remove_containers_under() { # dir
+    local names projects project
+    mapfile -t names < <(docker ps -aq | xargs -r docker inspect -f \
+        '{{.Name}} {{index .Config.Labels "com.docker.compose.project.working_dir"}} {{range .Mounts}}{{.Source}} {{end}}' |
+        awk -v dir="$1/" '{ for (i = 2; i <= NF; i++) if (index($i "/", dir) == 1) { print substr($1, 2); break } }')
+    ((${#names[@]})) || return 0
+    projects=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "${names[@]}" | sort -u |
+        paste -sd' ')
+    docker rm -f "${names[@]}" >/dev/null
+    for project in $projects; do
+        docker network rm "${project}_default" >/dev/null 2>&1 || true
+    done
+    echo "projects: ${projects:-none}; containers: ${names[*]}"
+}
+
+# A user's home goes with the user, and with it every stack deployed from it (their compose files, the proxies'
+# configs). Remove those stacks first, while the engine still runs: a container left behind would restart-loop on
+# its missing bind mount, and Docker would re-create the mount source as root inside the removed home.
+remove_stacks_of() { # user
+    local home removed
+    home=$(getent passwd "$1" | cut -d: -f6)
+    [[ -n $home ]] && docker info >/dev/null 2>&1 || return 0
+    removed=$(remove_containers_under "$home")
+    [[ -z $removed ]] || log "user $1: removed the stacks deployed under $home with it ($removed)"
+}
+
+# First, while the engine still runs (down may stop it below): the stacks of each user that goes.
+while read -r kind value; do
+    if [[ $kind == user ]] && id "$value" >/dev/null 2>&1; then remove_stacks_of "$value"; fi
+done <"$MANIFEST"
+
 keep=()
 while read -r kind value; do
     case $kind in
@@ -68,10 +103,15 @@ while read -r kind value; do
                 sleep 0.1
             done
             pkill -KILL -u "$value" 2>/dev/null || true
-            if userdel --remove "$value" 2>/dev/null || userdel "$value"; then
-                log "user $value: removed"
-            else
+            home=$(getent passwd "$value" | cut -d: -f6)
+            # userdel --remove fails (exit 12) on a home the user does not own entirely, after removing the user.
+            userdel --remove "$value" 2>/dev/null || true
+            if id "$value" >/dev/null 2>&1; then
                 log "user $value: could not remove"
+            else
+                # The home was made with the user: it goes too, whatever userdel left of it.
+                [[ -z $home || ! -d $home ]] || rm -rf "$home"
+                log "user $value: removed, with its home $home"
             fi
         fi
         ;;

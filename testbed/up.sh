@@ -306,15 +306,28 @@ mkdir -p "$SSHD" && chmod 0700 "$SSHD"
 # The pinned host key: clients use this file with StrictHostKeyChecking on.
 echo "[127.0.0.1]:$SSH_PORT $(cut -d' ' -f1,2 "$SSHD/ssh_host_ed25519_key.pub")" >"$SSHD/known_hosts"
 
+# The user says who made it (its comment field), so every later up.sh, from any clone, knows it is a testbed's
+# and lists it for down.sh. A user someone else made is used, never removed.
+USER_MARK="local-llm-server testbed user (testbed/up.sh)"
 if ! id "$SSH_USER" >/dev/null 2>&1; then
-    useradd --create-home --shell /bin/bash --groups docker "$SSH_USER"
-    record "user $SSH_USER"
+    useradd --create-home --shell /bin/bash --groups docker --comment "$USER_MARK" "$SSH_USER"
     log "user $SSH_USER created"
+fi
+if [[ $(getent passwd "$SSH_USER" | cut -d: -f5) == "$USER_MARK" ]]; then
+    record "user $SSH_USER"
+else
+    log "user $SSH_USER: made by someone else; used, and left in place by down.sh"
 fi
 id -nG "$SSH_USER" | grep -qw docker || usermod -aG docker "$SSH_USER"
 # '*' = no password login, but not "locked": sshd without PAM refuses key logins to locked ('!') accounts.
 usermod -p '*' "$SSH_USER"
 home=$(getent passwd "$SSH_USER" | cut -d: -f6)
+# useradd reuses a home that is already there without taking ownership of it: one left behind by a removed user,
+# or a bind-mount source Docker created as root while the user was gone. Everything in it is the user's own.
+if [[ -n $(find "$home" ! -user "$SSH_USER" -print -quit 2>/dev/null) ]]; then
+    chown -R "$SSH_USER:$SSH_USER" "$home"
+    log "user $SSH_USER: took ownership of what an earlier run left in $home"
+fi
 install -d -m 0700 -o "$SSH_USER" -g "$SSH_USER" "$home/.ssh"
 install -m 0600 -o "$SSH_USER" -g "$SSH_USER" "$SSHD/id_ed25519.pub" "$home/.ssh/authorized_keys"
 
