@@ -1,0 +1,265 @@
+"""The deploy's decisions (app_deploy's bluegreen filters, release_history's filters), state by state.
+
+These are the plugins the playbooks call, imported from their role directories; the tasks that carry the plans
+out are exercised for real by molecule and the e2e tier.
+"""
+
+from __future__ import annotations
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+from tests.role_plugins import ROLES, role_plugin
+
+bluegreen = role_plugin("app_deploy/filter_plugins/bluegreen.py")
+live = role_plugin("app/filter_plugins/live.py")
+history = role_plugin("release_history/filter_plugins/release_history.py")
+
+COLORS = ["blue", "green"]
+NOW = "20261202T050000Z"
+A, B = "sha-aaaaaaa", "sha-bbbbbbb"
+
+
+def container(tag: str, release: str = "") -> dict:
+    return {"tag": tag, "release": release or f"20261201T000000Z-{tag}", "running": True, "health": "healthy"}
+
+
+def observed(color="", containers=None, proxy_running=True, ready_status=200, served_color=None) -> dict:
+    served = color if served_color is None else served_color
+    status = ready_status if containers and proxy_running else -1
+    return {
+        "color": color,
+        "containers": containers or {},
+        "proxy_running": proxy_running,
+        "answered": status == 200 and served == color and bool(color),
+        "ready_status": status,
+        "served_color": served,
+    }
+
+
+def plan(obs, tag=B, **kwargs):
+    return bluegreen.bluegreen_plan(obs, tag, COLORS, NOW, **kwargs)
+
+
+def test_first_deploy_cuts_over_to_blue_and_clears_an_old_layout():
+    p = plan(observed(), in_sync=None)
+    assert (p["action"], p["new_color"], p["live_color"]) == ("cutover", "blue", "")
+    assert p["restore_slots"] == {}
+    assert p["gate_slots"] == p["final_slots"] == {"blue": {"tag": B, "release": f"{NOW}-{B}"}}
+    assert p["remove_orphans_on_switch"] is True
+    assert p["reason"] == "nothing serves yet"
+
+
+def test_new_tag_goes_to_the_other_colour_beside_the_live_one():
+    live = container(A)
+    p = plan(observed("blue", {"blue": live}))
+    assert (p["action"], p["new_color"], p["previous_tag"]) == ("cutover", "green", A)
+    assert p["restore_slots"] == {"blue": {"tag": A, "release": live["release"]}}
+    assert p["gate_slots"] == {
+        "blue": {"tag": A, "release": live["release"]},
+        "green": {"tag": B, "release": f"{NOW}-{B}"},
+    }
+    assert p["final_slots"] == {"green": {"tag": B, "release": f"{NOW}-{B}"}}
+    assert p["remove_orphans_on_switch"] is False
+    assert f"{A} serves, {B} is asked for" in p["reason"]
+
+
+def test_same_tag_healthy_and_recorded_is_nothing_to_do():
+    live = container(B)
+    p = plan(observed("green", {"green": live}), in_sync=True, last_success=B)
+    assert p["action"] == "nothing"
+    assert p["release"] == live["release"], "a re-run keeps the release id, so the files stay byte-identical"
+    assert "nothing to do" in p["reason"]
+
+
+def test_same_tag_but_new_settings_cuts_over():
+    p = plan(observed("green", {"green": container(B)}), in_sync=False, last_success=B)
+    assert (p["action"], p["new_color"]) == ("cutover", "blue")
+    assert p["release"] == f"{NOW}-{B}"
+    assert "settings changed" in p["reason"]
+
+
+def test_same_tag_but_proxy_stopped_cuts_over_to_a_freshly_gated_colour():
+    p = plan(
+        observed("green", {"green": container(B)}, proxy_running=False, ready_status=-1), in_sync=True, last_success=B
+    )
+    assert (p["action"], p["new_color"]) == ("cutover", "blue")
+    assert p["reason"] == "the proxy is not running"
+
+
+def test_live_colour_not_answering_reloads_first_then_cuts_over():
+    obs = observed("green", {"green": container(B)}, ready_status=503)
+    first = plan(obs, in_sync=True, last_success=B)
+    assert first["action"] == "reload"
+    second = plan(obs, in_sync=True, last_success=B, answered_after_reload=False)
+    assert (second["action"], second["new_color"]) == ("cutover", "blue")
+    assert "api-green does not answer /ready through the proxy" in second["reason"]
+
+
+def test_new_proxy_settings_are_reloaded_and_then_nothing_is_left_to_do():
+    obs = observed("green", {"green": container(B)})
+    first = plan(obs, in_sync=True, proxy_conf_changed=True, last_success=B)
+    assert (first["action"], first["reason"]) == ("reload", "the proxy's settings changed")
+    second = plan(obs, in_sync=True, proxy_conf_changed=True, last_success=B, answered_after_reload=True)
+    assert second["action"] == "nothing"
+
+
+def test_killed_before_the_switch_gates_the_new_colour_again_and_switches():
+    # The proxy still names blue (tag A); green (tag B) was started by the killed run and never took traffic.
+    obs = observed("blue", {"blue": container(A), "green": container(B)})
+    p = plan(obs, last_success=A)
+    assert (p["action"], p["new_color"], p["live_color"]) == ("cutover", "green", "blue")
+    assert p["release"] == f"{NOW}-{B}", "the idle colour is gated again as a new release"
+
+
+def test_killed_after_the_switch_retires_the_old_colour_and_records_the_release():
+    # The proxy names green (tag B) and answers from it; blue still runs idle; the history never got B.
+    obs = observed("green", {"blue": container(A), "green": container(B)})
+    p = plan(obs, in_sync=True, last_success=A)
+    assert (p["action"], p["retire_idle"], p["record"], p["idle"]) == ("finish", True, True, ["blue"])
+
+
+def test_killed_between_writing_the_proxy_file_and_the_reload():
+    # The file names green, nginx still serves blue: reload, then finish like a run killed after the switch.
+    obs = observed("green", {"blue": container(A), "green": container(B)}, served_color="blue")
+    assert plan(obs, in_sync=True, last_success=A)["action"] == "reload"
+    p = plan(obs, in_sync=True, last_success=A, answered_after_reload=True)
+    assert (p["action"], p["retire_idle"], p["record"]) == ("finish", True, True)
+
+
+def test_finished_run_only_missing_its_history_line():
+    p = plan(observed("green", {"green": container(B)}), in_sync=True, last_success=A)
+    assert (p["action"], p["retire_idle"], p["record"]) == ("finish", False, True)
+
+
+def test_proxy_file_naming_a_colour_without_container_cuts_over_to_that_colour():
+    # Someone removed the live container: blue's file remains, green is stale and not named by the proxy.
+    obs = observed("blue", {"green": container(A)}, ready_status=502)
+    p = plan(obs)
+    assert (p["action"], p["new_color"], p["live_color"]) == ("cutover", "blue", "")
+    assert p["remove_orphans_on_switch"] is True
+    assert "has no container" in p["reason"]
+
+
+def test_force_cuts_over_even_when_nothing_changed():
+    p = plan(observed("blue", {"blue": container(B)}), force=True, last_success=B)
+    assert (p["action"], p["new_color"]) == ("cutover", "green")
+
+
+@pytest.mark.parametrize(
+    ("obs", "tag", "colors", "kwargs", "message"),
+    [
+        (observed(), "", COLORS, {}, "no tag"),
+        (observed(), B, ["blue"], {}, "two distinct colours"),
+        (observed(), B, ["blue", "blue"], {}, "two distinct colours"),
+        (observed("blue", {"blue": container(B)}), B, COLORS, {}, "ask compose"),
+    ],
+)
+def test_plan_refuses_incomplete_facts(obs, tag, colors, kwargs, message):
+    with pytest.raises(AnsibleFilterError, match=message):
+        bluegreen.bluegreen_plan(obs, tag, colors, NOW, **kwargs)
+
+
+def test_a_failed_switch_removes_the_new_colour_only_when_the_old_one_answers_again():
+    cut = plan(observed("blue", {"blue": container(A)}))
+    back = bluegreen.bluegreen_switch_failed(cut, back_on_old=True)
+    assert back == {"remove_new": True, "outcome": f"Restored {A}."}
+    stuck = bluegreen.bluegreen_switch_failed(cut, back_on_old=False)
+    assert stuck["remove_new"] is False and "both colours were kept" in stuck["outcome"]
+    first = bluegreen.bluegreen_switch_failed(plan(observed(), in_sync=None), back_on_old=False)
+    assert first == {"remove_new": True, "outcome": "There was no previous release to restore."}
+
+
+ENTRIES = [
+    {"env": "staging", "tag": A, "result": "success"},
+    {"env": "production", "tag": A, "result": "success"},
+    {"env": "staging", "tag": B, "result": "success"},
+    {"env": "staging", "tag": "sha-ccccccc", "result": "failed"},
+]
+
+
+def test_last_success_per_environment():
+    assert history.release_history_last_success(ENTRIES) == {"staging": B, "production": A}
+    assert history.release_history_last_success([]) == {}
+
+
+def test_rollback_without_a_tag_returns_to_the_previous_successful_release_and_toggles():
+    assert history.release_history_rollback_target(ENTRIES, "staging", running=B) == A
+    # After that rollback (recorded as a success of A), the next rollback goes back to B.
+    after = [*ENTRIES, {"env": "staging", "tag": A, "result": "success"}]
+    assert history.release_history_rollback_target(after, "staging", running=A) == B
+
+
+def test_rollback_with_a_tag_goes_to_that_tag():
+    assert (
+        history.release_history_rollback_target(ENTRIES, "staging", running=B, requested="sha-ddddddd") == "sha-ddddddd"
+    )
+
+
+def test_rollback_with_nothing_to_return_to_is_refused_with_the_reason():
+    with pytest.raises(
+        AnsibleFilterError, match=r"No earlier successful release of production in /h/r.jsonl \(running: sha-a"
+    ):
+        history.release_history_rollback_target(ENTRIES, "production", running=A, history_file="/h/r.jsonl")
+    with pytest.raises(AnsibleFilterError, match=r"running: nothing"):
+        history.release_history_rollback_target([], "staging", running="")
+
+
+def test_successful_tags_of_an_environment_once_each_oldest_first():
+    again = [*ENTRIES, {"env": "staging", "tag": A, "result": "success"}]
+    assert history.release_history_successes(again, "staging") == [A, B]
+    assert history.release_history_successes(ENTRIES, "production") == [A]
+
+
+def test_images_kept_are_the_newest_distinct_successful_tags_of_any_environment():
+    assert history.release_history_keep(ENTRIES, 5) == [B, A]
+    assert history.release_history_keep(ENTRIES, 1) == [B]
+    assert history.release_history_keep([], 3) == []
+
+
+def _info(tag: str, running: bool = True, health: str | None = "healthy") -> dict:
+    state = {"Running": running, **({"Health": {"Status": health}} if health else {})}
+    labels = {"io.local-llm-server.tag": tag, "io.local-llm-server.release": f"r-{tag}"}
+    return {"Config": {"Labels": labels}, "State": state}
+
+
+def test_live_state_from_what_the_host_shows():
+    results = [
+        {"app_live_service": "api-blue", "exists": True, "container": _info(A, running=False, health=None)},
+        {"app_live_service": "api-green", "exists": True, "container": _info(B)},
+        {"app_live_service": "proxy", "exists": True, "container": {"State": {"Running": True}}},
+    ]
+    conf = "server {\n        set $api_color green;\n}"
+    answers = {"answered": True, "status": "200", "served_color": "green", "detail": "HTTP 200 from green"}
+    state = live.app_live_state(results, conf, answers, COLORS)
+    assert state["color"] == "green" and state["tag"] == B and state["release"] == f"r-{B}"
+    assert state["containers"] == {
+        "blue": {"tag": A, "release": f"r-{A}", "running": False, "health": "none"},
+        "green": {"tag": B, "release": f"r-{B}", "running": True, "health": "healthy"},
+    }
+    assert (state["proxy_running"], state["answered"], state["ready_status"], state["idle"]) == (
+        True,
+        True,
+        200,
+        ["blue"],
+    )
+    assert state["container"] is results[1]["container"]
+    # And the plan reads it as a killed-after-the-switch state.
+    assert plan(state, in_sync=True, last_success=A)["action"] == "finish"
+
+
+def test_live_state_of_an_environment_never_deployed():
+    results = [{"app_live_service": s, "exists": False} for s in ("api-blue", "api-green", "proxy")]
+    state = live.app_live_state(results, "", {"answered": False, "status": -1, "served_color": ""}, COLORS)
+    assert state == {
+        "color": "", "containers": {}, "proxy_running": False, "answered": False, "ready_status": -1,
+        "served_color": "", "ready_detail": "", "container": {}, "tag": "", "release": "", "idle": [],
+    }  # fmt: skip
+
+
+def test_proxy_color_is_read_from_the_line_the_template_writes():
+    template = (ROLES / "app_deploy" / "templates" / "nginx.conf.j2").read_text()
+    assert "set $api_color {{ live_color }};" in template  # the line app_proxy_color reads back
+    assert live.app_proxy_color("        set $api_color blue;\n") == "blue"
+    assert live.app_proxy_color("# set $api_color blue; in a comment\n") == ""
+    assert live.app_proxy_color(None) == ""
