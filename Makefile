@@ -115,4 +115,4 @@ demo: venv ## The whole pipeline on the local testbed: build, push, deploy both 
 
 .PHONY: demo-down
 demo-down: ## Remove what make demo started (stacks and testbed)
-	python3 scripts/demo.py down
+	$(if $(wildcard $(PY)),$(PY),python3) scripts/demo.py down

@@ -1,6 +1,6 @@
 """`make demo`: the whole pipeline rehearsed on the local testbed, with the same make targets CI calls.
 
-testbed up -> build + push :sha-<hash> and :staging -> deploy staging (8001) and production (8000) over SSH ->
+testbed up -> build + push :sha-<hash> and :staging -> deploy staging and production over SSH ->
 verify.yml -> a real chat through each API -> deploy a second build to staging and roll it back -> summary table.
 `make demo-down` (this script with `down`) removes the stacks and the testbed.
 """
@@ -15,9 +15,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTBED_ENV = ROOT / ".testbed" / "env"
-STACKS = {"staging": 8001, "production": 8000}
+# The one table of environments: name -> port, compose project, public hostname.
+ENVIRONMENTS = yaml.safe_load((ROOT / "environments.yml").read_text())["environments"]
+STACKS = {name: env["port"] for name, env in ENVIRONMENTS.items()}
 timings: dict[str, float] = {}
 
 
@@ -137,8 +141,9 @@ def main() -> None:
 
 def down() -> None:
     step("Removing the demo stacks and the testbed")
-    for name in STACKS:
-        subprocess.run(["docker", "compose", "-p", f"llm-{name}", "down", "--remove-orphans"], cwd=ROOT, check=False)
+    for env in ENVIRONMENTS.values():
+        project = env["compose_project"]
+        subprocess.run(["docker", "compose", "-p", project, "down", "--remove-orphans"], cwd=ROOT, check=False)
     run("make", "--no-print-directory", "testbed-down")
 
 

@@ -31,7 +31,6 @@ BASE_IMAGE=${BASE_IMAGE:-local/python:3.11-slim-bookworm}
 BUILD_BASE_IMAGE=${BUILD_BASE_IMAGE:-local/python-build:3.11-slim-bookworm}
 PROXY_IMAGE=local/nginx:bookworm
 DEBIAN_SUITE=${DEBIAN_SUITE:-bookworm}
-TESTBED_DOMAIN=${TESTBED_DOMAIN:-llm.example.com}
 REGISTRY_ADDR=127.0.0.1:5000
 REGISTRY_USER=ci
 SSH_PORT=2222
@@ -425,6 +424,10 @@ if [[ ! -s $CF/$tunnel_id.json ]]; then
     (umask 077 && printf '{"AccountTag":"testbed","TunnelID":"%s","TunnelSecret":"%s"}\n' \
         "$tunnel_id" "$(openssl rand -base64 32)" >"$CF/$tunnel_id.json")
 fi
+# One rule per environment of the table (environments.yml: hostname -> its loopback port), then the catch-all.
+ingress=$("$PY" -c 'import sys, yaml
+for env in yaml.safe_load(open(sys.argv[1]))["environments"].values():
+    print("  - hostname: %s\n    service: http://localhost:%d" % (env["hostname"], env["port"]))' "$ROOT/environments.yml")
 cat >"$CF/config.yml" <<EOF
 # Written by testbed/up.sh; the shape of /etc/cloudflared/config.yml on the Mac Mini.
 # \`cloudflared tunnel --config <this file> ingress validate\` checks it offline.
@@ -432,10 +435,7 @@ tunnel: $tunnel_id
 credentials-file: $CF/$tunnel_id.json
 metrics: $CLOUDFLARED_METRICS
 ingress:
-  - hostname: staging.$TESTBED_DOMAIN
-    service: http://localhost:8001
-  - hostname: $TESTBED_DOMAIN
-    service: http://localhost:8000
+$ingress
   - service: http_status:404
 EOF
 # The deploy user cannot read the root-only .testbed: give it the copy a Mac user's cloudflared keeps in
@@ -473,8 +473,6 @@ MODEL_NAME=$MODEL_NAME
 CLOUDFLARED_METRICS_URL=http://$CLOUDFLARED_METRICS
 CLOUDFLARED_CONFIG=$CF/config.yml
 CLOUDFLARED_STATE_FILE=$CF/state.json
-STAGING_HOSTNAME=staging.$TESTBED_DOMAIN
-PRODUCTION_HOSTNAME=$TESTBED_DOMAIN
 BASE_IMAGE=$BASE_IMAGE
 BUILD_BASE_IMAGE=$BUILD_BASE_IMAGE
 PROXY_IMAGE=$PROXY_IMAGE

@@ -21,6 +21,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
+from tests.role_plugins import role_plugin
+
 ROOT = Path(__file__).resolve().parents[2]
 TESTBED = ROOT / ".testbed"
 PLAYBOOKS = ROOT / "ansible"
@@ -28,8 +32,10 @@ INVENTORY = ROOT / "inventories" / "local"
 ANSIBLE_PLAYBOOK = ROOT / ".venv" / "bin" / "ansible-playbook"
 DEPLOY_HOME = Path("/home/deploy/local-llm-server")  # app_root of the testbed's deploy user
 HISTORY = DEPLOY_HOME / "state" / "releases.jsonl"
-PORTS = {"staging": 8001, "production": 8000}
-PROJECTS = {"staging": "llm-staging", "production": "llm-production"}
+# The one table of environments (environments.yml): port, compose project and public hostname of each.
+ENVIRONMENTS = yaml.safe_load((ROOT / "environments.yml").read_text())["environments"]
+PORTS = {name: env["port"] for name, env in ENVIRONMENTS.items()}
+PROJECTS = {name: env["compose_project"] for name, env in ENVIRONMENTS.items()}
 
 
 class TestbedError(RuntimeError):

@@ -17,7 +17,8 @@ def test_deploy_staging_then_production_serves_each_on_its_port(ansible, images)
     assert re.search(r"TASK \[app_deploy : Pull the image\] \*+\nchanged: \[testbed\]", staging.output)
     assert harness.health("staging") == {"status": "ok", "env": "staging", "version": images.first}
     # cloudflared's ingress (the user's ~/.cloudflared/config.yml on the testbed) was really checked.
-    assert "staging: staging.llm.example.com -> http://localhost:8001" in staging.output
+    table = harness.ENVIRONMENTS["staging"]
+    assert f"staging: {table['hostname']} -> http://localhost:{table['port']}" in staging.output
     assert harness.container("production") is None, "a staging deploy must not create production's stack"
 
     production = ansible.deploy("production", images.first)
@@ -25,8 +26,9 @@ def test_deploy_staging_then_production_serves_each_on_its_port(ansible, images)
     assert harness.health("production") == {"status": "ok", "env": "production", "version": images.first}
     # The proxy owns the environment's port, on loopback only; the api colour has a loopback port of its own.
     proxy = harness.inspect("llm-production-proxy-1")
-    assert proxy["HostConfig"]["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8000"}]}
-    api_bindings = harness.container("production")["HostConfig"]["PortBindings"]["8000/tcp"]
+    published = [{"HostIp": "127.0.0.1", "HostPort": str(harness.PORTS["production"])}]
+    assert list(proxy["HostConfig"]["PortBindings"].values()) == [published]
+    api_bindings = list(harness.container("production")["HostConfig"]["PortBindings"].values())[0]
     assert api_bindings == [{"HostIp": "127.0.0.1", "HostPort": ""}]
     # A first deploy goes to blue, and blue alone.
     assert harness.served_color("production") == harness.live_color("production") == "blue"
@@ -38,7 +40,7 @@ def test_staging_deploy_leaves_production_untouched_and_history_grows(ansible, i
     lines_before = len(harness.history())
 
     staging_proxy = harness.inspect("llm-staging-proxy-1")
-    with harness.Probe("http://127.0.0.1:8001/health", rate=20) as probe:
+    with harness.Probe(harness.health_url("staging"), rate=20) as probe:
         result = ansible.deploy("staging", images.second)
     assert result.returncode == 0, result.output[-4000:]
     # Zero downtime: every probe during the whole deploy got a 200, from the old release or the new one.

@@ -49,7 +49,9 @@ def test_ingress_routing_the_hostname_elsewhere_refuses_before_any_change(ansibl
     original = harness.CLOUDFLARED_USER_CONFIG.read_text()
     before = harness.snapshot()
     try:
-        harness.install_cloudflared_config(original.replace("http://localhost:8000", "http://localhost:9999"))
+        harness.install_cloudflared_config(
+            original.replace(f"http://localhost:{harness.PORTS['production']}", "http://localhost:9999")
+        )
         result = ansible.deploy("production", images.second)
     finally:
         harness.install_cloudflared_config(original)

@@ -149,10 +149,9 @@ def test_cloudflared_standin_ready_and_config(testbed):
     rules = config["ingress"]
     assert rules[-1] == {"service": "http_status:404"}  # cloudflared requires a catch-all last
     services = {rule.get("hostname"): rule["service"] for rule in rules[:-1]}
-    assert services == {
-        testbed["STAGING_HOSTNAME"]: "http://localhost:8001",
-        testbed["PRODUCTION_HOSTNAME"]: "http://localhost:8000",
-    }
+    # One rule per environment of the table: its public hostname to its loopback port.
+    table = yaml.safe_load((ROOT / "environments.yml").read_text())["environments"]
+    assert services == {env["hostname"]: f"http://localhost:{env['port']}" for env in table.values()}
 
 
 def start_helper(*argv: str) -> tuple[subprocess.Popen, int]:
