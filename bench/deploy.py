@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.e2e import harness  # noqa: E402 (after the path tweak above)
 
-PROBE_URL = "http://127.0.0.1:8001/health"
+PROBE_URL = harness.health_url("staging")
 
 
 def must(result: harness.PlaybookRun, what: str) -> harness.PlaybookRun:

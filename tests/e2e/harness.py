@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import re
+import signal
 import subprocess
 import tempfile
 import threading
@@ -239,16 +240,71 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
         return -1, str(exc)
 
 
+def serving_versions() -> dict[str, str]:
+    """{env: version} of every environment whose port answers /health (through its proxy)."""
+    versions = {}
+    for app_env in PORTS:
+        status, body = http_get(health_url(app_env))
+        if status == 200:
+            versions[app_env] = json.loads(body)["version"]
+    return versions
+
+
+def ensure_serving(ansible: Ansible, tag: str) -> dict[str, str]:
+    """Both environments serving: deploy `tag` wherever nothing answers. Returns serving_versions()."""
+    serving = serving_versions()
+    for app_env in [name for name in PORTS if name not in serving]:
+        result = ansible.deploy(app_env, tag)
+        if result.returncode != 0:
+            raise TestbedError(f"deploying {tag} to {app_env} failed:\n{result.output[-3000:]}")
+    return serving_versions()
+
+
+def manifest() -> list[str]:
+    """What testbed/up.sh recorded as its own (.testbed/manifest), one "kind value" per line."""
+    path = TESTBED / "manifest"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def restart_engine() -> None:
+    """Stop the Docker engine under both stacks and start it again, as a reboot of the Mac does (Docker Desktop
+    starts again at login). An engine the testbed started is stopped and started again by up.sh; a systemd-managed
+    one (GitHub's runners) is restarted by systemd."""
+    if "proc dockerd" in manifest():
+        pid = int((TESTBED / "run" / "dockerd.pid").read_text())
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{pid}").exists():
+            if time.monotonic() > deadline:
+                raise TestbedError(f"dockerd (pid {pid}) did not stop within 60 s")
+            time.sleep(0.1)
+        testbed_up()
+    elif run(["systemctl", "is-active", "--quiet", "docker"]).returncode == 0:
+        result = run(["systemctl", "restart", "docker"])
+        if result.returncode != 0:
+            raise TestbedError(f"systemctl restart docker failed: {result.stderr}")
+    else:
+        raise TestbedError("cannot restart the Docker engine: the testbed did not start it and systemd does not run it")
+
+
+def health_url(app_env: str) -> str:
+    """/health on the environment's port (through its proxy)."""
+    return f"http://127.0.0.1:{PORTS[app_env]}/health"
+
+
 def health(app_env: str) -> dict:
-    status, body = http_get(f"http://127.0.0.1:{PORTS[app_env]}/health")
+    status, body = http_get(health_url(app_env))
     return json.loads(body) if status == 200 else {"status": status, "body": body}
+
+
+# The app role's reading of a proxy config (filter app_proxy_color): the tests read the file as the roles do.
+_live_plugin = role_plugin("app/filter_plugins/live.py")
 
 
 def live_color(app_env: str) -> str | None:
     """The colour the environment's proxy config names (what app_deploy wrote), or None before the first deploy."""
     conf = DEPLOY_HOME / app_env / "proxy" / "nginx.conf"
-    match = re.search(r"set \$api_color (\w+);", conf.read_text()) if conf.exists() else None
-    return match.group(1) if match else None
+    return (_live_plugin.app_proxy_color(conf.read_text()) if conf.exists() else "") or None
 
 
 def container(app_env: str) -> dict | None:
@@ -276,7 +332,7 @@ def project_containers(app_env: str) -> list[str]:
 def served_color(app_env: str) -> str | None:
     """X-Api-Color of /health on the environment's port: the colour nginx actually sends traffic to."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{PORTS[app_env]}/health", timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(health_url(app_env), timeout=5) as response:  # noqa: S310
             return response.headers.get("X-Api-Color")
     except OSError:
         return None

@@ -11,7 +11,7 @@ def test_broken_image_is_refused_and_the_old_release_serves_throughout(ansible, 
     serving = harness.container("staging")
     old_tag = harness.health("staging")["version"]
     containers = harness.project_containers("staging")
-    with harness.Probe("http://127.0.0.1:8001/health", rate=20) as probe:
+    with harness.Probe(harness.health_url("staging"), rate=20) as probe:
         result = ansible.deploy("staging", images.broken, "-e", "app_deploy_gate_timeout=10")
     assert result.returncode != 0
     assert f"Deploy of {images.broken} to staging refused" in result.output
@@ -35,7 +35,7 @@ def test_unhealthy_image_is_refused_before_it_takes_traffic(ansible, images):
     serving = harness.container("staging")
     old_tag = harness.health("staging")["version"]
     production = harness.container("production")
-    with harness.Probe("http://127.0.0.1:8001/health", rate=20) as probe:
+    with harness.Probe(harness.health_url("staging"), rate=20) as probe:
         result = ansible.deploy("staging", images.unhealthy)
     assert result.returncode != 0
     assert f"Deploy of {images.unhealthy} to staging refused" in harness.flat(result.output), result.output[-4000:]
@@ -61,7 +61,7 @@ def test_failed_proxy_switch_restores_the_previous_release(ansible, images):
     proxy_exec = ["docker", "exec", "llm-staging-proxy-1", "sh", "-c"]
     subprocess.run([*proxy_exec, "echo 999999 > /tmp/nginx.pid"], check=True)
     try:
-        with harness.Probe("http://127.0.0.1:8001/health", rate=20) as probe:
+        with harness.Probe(harness.health_url("staging"), rate=20) as probe:
             result = ansible.deploy("staging", new_tag)
     finally:
         # nginx runs in the foreground as the container's process 1.

@@ -109,7 +109,7 @@ def test_sigkill_right_after_the_switch_is_finished_by_the_next_run(ansible, ima
     new_tag = images.second if old_tag != images.second else images.first
     new_color = {"blue": "green", "green": "blue"}[harness.live_color("staging")]
     history_before = len(harness.history())
-    with harness.Probe("http://127.0.0.1:8001/health", rate=20) as probe:
+    with harness.Probe(harness.health_url("staging"), rate=20) as probe:
         proc = ansible.start("deploy.yml", "-e", "app_env=staging", "-e", f"image_tag={new_tag}")
         try:
             wait_for(lambda: harness.served_color("staging") == new_color, 180, "the proxy to switch")

@@ -1,16 +1,15 @@
-"""The testbed's own life cycle, last in the tier because it takes the testbed down.
+"""The testbed's own life cycle: `testbed/down.sh` removes exactly what `up.sh` made, and `up.sh` brings the testbed
+back from its caches (base images, wheelhouse).
 
-`testbed/down.sh` must stop and remove exactly what `up.sh` made and keep the caches (base images, wheelhouse);
-`up.sh` from there must bring everything back, reusing those caches. Where up.sh started the Docker engine (CI,
-a fresh machine), down stops it, which makes this also the engine restart a Mac sees when Docker Desktop restarts:
-the stacks (`restart: always`) must come back by themselves, still serving their releases.
+What down.sh removes takes what depends on it along: the deploy user it made goes with its home, so the stacks
+deployed from that home go too (down.sh says so), and nothing is left half-alive (no container restart-looping on a
+bind mount whose source went with the home). up.sh then makes the user's home the user's own whatever an earlier run
+left there, and a deploy works again. (A reboot, where the user and its files stay, is test_09's property.)
 """
 
 from __future__ import annotations
 
-import json
 import socket
-import time
 from pathlib import Path
 
 from tests.e2e import harness
@@ -32,22 +31,13 @@ def _cmdline(pid: int) -> str | None:
         return None  # not running
 
 
-def _serving_versions() -> dict[str, str]:
-    versions = {}
-    for app_env, port in harness.PORTS.items():
-        status, body = harness.http_get(f"http://127.0.0.1:{port}/health")
-        if status == 200:
-            versions[app_env] = json.loads(body)["version"]
-    return versions
-
-
 def test_down_removes_what_up_made_and_up_brings_it_back(testbed, ansible, images):
-    if not _serving_versions():  # run on its own: give the engine restart something to bring back
-        assert ansible.deploy("staging", images.first).returncode == 0
-    before = _serving_versions()
+    harness.ensure_serving(ansible, images.first)
     tb = Path(testbed["TESTBED_DIR"])
-    made = (tb / "manifest").read_text().splitlines()
-    engine_is_ours = "proc dockerd" in made
+    made = harness.manifest()
+    # up.sh lists a deploy user it (or an earlier testbed) made; a user someone else made is not its to remove.
+    user_is_ours = "user deploy" in made
+    home = Path("/home/deploy")
     processes = {path.stem: int(path.read_text()) for path in (tb / "run").glob("*.pid")}
     running = {name: (pid, cmdline) for name, pid in processes.items() if (cmdline := _cmdline(pid))}
     assert {"registry", "sshd", "ollama-double", "cloudflared-standin"} <= running.keys(), running
@@ -57,17 +47,24 @@ def test_down_removes_what_up_made_and_up_brings_it_back(testbed, ansible, image
     still = [name for name, (pid, cmdline) in running.items() if _cmdline(pid) == cmdline]
     assert not still, f"down.sh left running: {still}"
     assert [name for name, port in TESTBED_PORTS.items() if not _refused(port)] == []
-    # The deploy user goes if up.sh made it (a user that was there before is not the testbed's to remove).
     user_left = harness.run(["id", "deploy"]).returncode == 0
-    assert user_left is ("user deploy" not in made), f"deploy user left: {user_left}; down.sh said:\n{down.stdout}"
-    if engine_is_ours:
-        assert _serving_versions() == {}, "down.sh stopped the engine, yet a stack still answers"
+    assert user_left is not user_is_ours, f"deploy user left: {user_left}; down.sh said:\n{down.stdout}"
+    if user_is_ours:
+        assert not home.exists(), "the user's home must go with the user"
+        # The stacks deployed from that home went with it, and down.sh said so.
+        assert "user deploy: removed the stacks deployed under /home/deploy with it" in down.stdout, down.stdout
+        assert "llm-staging" in down.stdout and "llm-production" in down.stdout, down.stdout
     # Only the caches stay, and the manifest names nothing but them.
     left = {path.name for path in tb.iterdir()}
     assert "wheelhouse" in left and left <= {"wheelhouse", "manifest"}, left  # no manifest: nothing to keep
     kept = (tb / "manifest").read_text().splitlines() if "manifest" in left else []
     # (A base image is listed only when this testbed made it; one found already made is not this testbed's to purge.)
     assert all(line.split()[0] in ("cache-image", "cache-dir") for line in kept), kept
+
+    if user_is_ours:
+        # What an earlier run could leave in a removed user's home: Docker re-creates a missing bind-mount source as
+        # root (a proxy restart-looping while the user was gone). useradd reuses such a home without owning it.
+        (harness.DEPLOY_HOME / "staging" / "proxy").mkdir(parents=True)
 
     up = harness.run(["bash", str(harness.ROOT / "testbed" / "up.sh")])
     assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
@@ -82,10 +79,15 @@ def test_down_removes_what_up_made_and_up_brings_it_back(testbed, ansible, image
     for key in ("REGISTRY", "IMAGE_REPOSITORY", "SSH_PORT", "OLLAMA_KIND"):
         assert env[key] == testbed[key], key
     assert [name for name, port in TESTBED_PORTS.items() if _refused(port)] == []
+    # Everything in the deploy user's home is the user's own.
+    foreign = harness.run(["find", str(home), "!", "-user", "deploy"])
+    assert foreign.returncode == 0 and foreign.stdout == "", foreign.stdout
+    if user_is_ours:
+        # Nothing half-alive: no container of either stack came back without its files.
+        assert [harness.project_containers(app_env) for app_env in harness.PORTS] == [[], []]
 
-    if engine_is_ours:
-        # The engine was stopped with the stacks in it and started again: restart: always brings them back.
-        deadline = time.monotonic() + 60
-        while _serving_versions() != before and time.monotonic() < deadline:
-            time.sleep(0.5)
-    assert _serving_versions() == before
+    # A deploy works again. The registry is a new one (its data went with the state), so push a release first.
+    tag = harness.build_push("e2e-after-up")
+    result = harness.Ansible(env).deploy("staging", tag)
+    assert result.returncode == 0, result.output[-4000:]
+    assert harness.health("staging") == {"status": "ok", "env": "staging", "version": tag}
