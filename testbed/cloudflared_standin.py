@@ -2,8 +2,10 @@
 
 Real cloudflared serves `GET /ready` on its metrics address (pinned to 127.0.0.1:20241 in config.yml):
 200 `{"status":200,"readyConnections":N,"connectorId":"..."}` while at least one edge connection is up,
-503 with the same shape otherwise (REFERENCE.md, "cloudflared on the Mac"). Nothing here can reach
-Cloudflare's edge, so this process answers the same way, driven by a state file that tests may edit:
+503 with the same shape otherwise (cloudflare/cloudflared metrics/readiness.go;
+https://developers.cloudflare.com/cloudflare-one/connections/connect-networks/monitor-tunnels/metrics/).
+Nothing here can reach Cloudflare's edge, so this process answers the same way, driven by a state file that
+tests may edit:
 
     {"ready_connections": 0}        -> 503, readyConnections 0
     {"ready_connections": 4}        -> 200, readyConnections 4

@@ -1,8 +1,9 @@
 """Plain TCP forwarder: listen on one address, connect each client to a target address.
 
 Why: on Linux, containers reach the host through the bridge gateway (`host.docker.internal` via
-`extra_hosts: host-gateway`), so an Ollama bound to 127.0.0.1 only is unreachable from them (REFERENCE.md,
-"Ollama HTTP API"). When the testbed finds a real Ollama (or a double it did not start) on 127.0.0.1:11434, it
+`extra_hosts: host-gateway`), so an Ollama bound to 127.0.0.1 only is unreachable from them
+(https://docs.docker.com/reference/cli/docker/container/run/#add-host).
+When the testbed finds a real Ollama (or a double it did not start) on 127.0.0.1:11434, it
 runs this on <bridge gateway>:11434 -> 127.0.0.1:11434. Docker Desktop on the Mac needs none of this.
 """
 

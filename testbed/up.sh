@@ -402,7 +402,8 @@ else
     OLLAMA_KIND=double
     log "Ollama double: started on 127.0.0.1 and $BRIDGE_GW:$OLLAMA_PORT (model $MODEL_NAME)"
 fi
-# Containers reach the host through the bridge gateway only (REFERENCE.md: Linux host-gateway).
+# Containers reach the host through the bridge gateway only: on Linux, host-gateway is the bridge address
+# (https://docs.docker.com/reference/cli/docker/container/run/#add-host).
 if ! port_open "$BRIDGE_GW" "$OLLAMA_PORT"; then
     if proc_alive ollama-forward tcp_forward.py; then
         die "the Ollama forwarder runs but $BRIDGE_GW:$OLLAMA_PORT does not answer (log: $LOGS/ollama-forward.log)"

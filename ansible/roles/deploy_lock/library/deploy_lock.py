@@ -3,7 +3,8 @@
 
 Why a module: the lock must be atomic (mkdir succeeds for exactly one caller), must wait with a deadline, must
 break a stale lock, and must name its holder when it gives up. Shell + retries would spread that over five tasks.
-Lessons from Kamal (REFERENCE.md): a lock needs an owner and an expiry; a cancelled CI run left one stuck for weeks.
+Lessons from Kamal (basecamp/kamal lib/kamal/commands/lock.rb: `mkdir` plus a details file): a lock needs an owner
+and an expiry; a cancelled CI run can leave one stuck for weeks.
 """
 
 from __future__ import annotations
