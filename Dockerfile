@@ -75,11 +75,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     FORWARDED_ALLOW_IPS=127.0.0.0/8,::1/128,172.16.0.0/12,192.168.65.0/24
 WORKDIR /app/service
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8080
 
 # Standard library only (no curl in the image); -I -S keeps the probe's start-up cheap. Compose files set a
 # shorter interval; this default suits a plain `docker run`.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=30s --retries=3 \
-    CMD ["python3", "-I", "-S", "-c", "import http.client as h; c = h.HTTPConnection('127.0.0.1', 8000, timeout=2); c.request('GET', '/health'); raise SystemExit(c.getresponse().status != 200)"]
+    CMD ["python3", "-I", "-S", "-c", "import http.client as h; c = h.HTTPConnection('127.0.0.1', 8080, timeout=2); c.request('GET', '/health'); raise SystemExit(c.getresponse().status != 200)"]
 
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--no-server-header"]
+CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8080", "--proxy-headers", "--no-server-header"]

@@ -60,12 +60,12 @@ def one_start(image: str, model: str, ollama_url: str, timeout: float = 60.0) ->
     """Seconds from `docker run` to /health 200 and to Docker's "healthy"."""
     t0 = time.monotonic()
     cid = sh(
-        "docker", "run", "-d", "-p", "127.0.0.1::8000", "--add-host", "host.docker.internal:host-gateway",
+        "docker", "run", "-d", "-p", "127.0.0.1::8080", "--add-host", "host.docker.internal:host-gateway",
         "--health-interval", HEALTH_INTERVAL, "-e", "APP_ENV=staging", "-e", f"MODEL_NAME={model}",
         "-e", f"OLLAMA_BASE_URL={ollama_url}", image,
     ).strip()  # fmt: skip
     try:
-        port = sh("docker", "port", cid, "8000/tcp").split(":")[-1].strip()
+        port = sh("docker", "port", cid, "8080/tcp").split(":")[-1].strip()
         serving = healthy = None
         while time.monotonic() - t0 < timeout and (serving is None or healthy is None):
             if serving is None and health_ok(f"http://127.0.0.1:{port}/health"):

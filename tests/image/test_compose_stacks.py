@@ -1,8 +1,8 @@
 """The staging and production stacks, rendered from the deploy role's template and run side by side.
 
-The template (ansible/roles/app_deploy/templates/compose.yml.j2) is rendered with Jinja2 directly, with the
-variables of the compose contract. Project names start with "imgtest-" and the ports are 18001/18000, so a real
-deploy on the testbed (llm-staging/llm-production on 8001/8000) is never touched by these tests.
+The template (ansible/roles/app_deploy/templates/compose.yml.j2) is rendered with Jinja2 directly, with the role's
+literal defaults and the per-environment values a deploy derives. Project names start with "imgtest-" and the ports
+are 18001/18000, so a real deploy on the testbed (llm-staging/llm-production) is never touched by these tests.
 """
 
 from __future__ import annotations
@@ -23,6 +23,17 @@ from tests.e2e import harness
 from tests.image.conftest import ROOT, http_get, inspect, run, wait_for
 
 TEMPLATES = ROOT / "ansible/roles/app_deploy/templates"
+
+
+def _literal_defaults(role: str) -> dict:
+    """A role's defaults that are plain values (the derived, Jinja-templated ones are set per stack below)."""
+    defaults = yaml.safe_load((ROOT / "ansible" / "roles" / role / "defaults" / "main.yml").read_text())
+    return {k: v for k, v in defaults.items() if not (isinstance(v, str) and "{{" in v)}
+
+
+DEFAULTS = {**_literal_defaults("app"), **_literal_defaults("app_deploy")}
+API_PORT = DEFAULTS["app_deploy_container_port"]  # uvicorn's port in the api container (the image's CMD)
+PROXY_PORT = DEFAULTS["app_deploy_proxy_container_port"]
 STACKS = {"staging": 18001, "production": 18000}
 
 
@@ -32,24 +43,16 @@ def render(env: str, port: int, image_repository: str, image_tag: str, app_dir: 
     # YAML and nginx syntax, not HTML: no autoescaping (Ansible's template module does not escape either).
     jinja = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # noqa: S701
     variables = dict(
+        DEFAULTS,
         app_env=env,
-        app_compose_project=f"imgtest-{env}",
-        app_port=port,
-        app_bind_address="127.0.0.1",
-        app_container_port=8000,
-        app_dir=str(app_dir),
-        app_proxy_image=proxy_image,
-        app_proxy_container_port=8080,
-        app_proxy_drain_timeout=300,
-        app_proxy_read_timeout=330,
+        app_deploy_compose_project=f"imgtest-{env}",
+        app_deploy_port=port,
+        app_deploy_dir=str(app_dir),
+        app_deploy_proxy_image=proxy_image,
         image_repository=image_repository,
         app_slots={"blue": {"tag": image_tag, "release": f"20260101T000000Z-{image_tag}"}},
         live_color="blue",
-        app_env_file=str(app_dir / f".env.{env}"),
-        app_restart_policy="always",
-        app_stop_grace_period="30s",
-        app_log_max_size="10m",
-        app_log_max_file=3,
+        app_deploy_env_file=str(app_dir / f".env.{env}"),
         **extra,
     )
     (app_dir / "proxy").mkdir(exist_ok=True)
@@ -74,7 +77,7 @@ class Stack:
 
     def api_port(self) -> int:
         """The loopback port Docker picked for api-blue (the deploy's gate uses it)."""
-        return int(self.container()["NetworkSettings"]["Ports"]["8000/tcp"][0]["HostPort"])
+        return int(self.container()["NetworkSettings"]["Ports"][f"{API_PORT}/tcp"][0]["HostPort"])
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -124,7 +127,7 @@ def test_rendered_file_is_what_the_contract_says(stacks, built_image):
         assert sorted(config["services"]) == ["api-blue", "proxy"]
         proxy = config["services"]["proxy"]
         assert [(p["host_ip"], p["published"], p["target"]) for p in proxy["ports"]] == [
-            ("127.0.0.1", str(stack.port), 8080)
+            ("127.0.0.1", str(stack.port), PROXY_PORT)
         ]
         assert proxy["restart"] == "always"
         assert [(v["source"], v["target"], v.get("read_only")) for v in proxy["volumes"]] == [
@@ -135,7 +138,9 @@ def test_rendered_file_is_what_the_contract_says(stacks, built_image):
         assert api["restart"] == "always"
         assert api["stop_grace_period"] == "30s"
         # Loopback only, on a port Docker picks (published "" in compose's normalised form).
-        assert [(p["host_ip"], p.get("published", ""), p["target"]) for p in api["ports"]] == [("127.0.0.1", "", 8000)]
+        assert [(p["host_ip"], p.get("published", ""), p["target"]) for p in api["ports"]] == [
+            ("127.0.0.1", "", API_PORT)
+        ]
         assert api["environment"]["APP_ENV"] == env
         assert api["environment"]["APP_VERSION"] == built_image.tag
         assert api["extra_hosts"] == {"host.docker.internal": ["host-gateway"]} or api["extra_hosts"] == [
@@ -190,7 +195,7 @@ def test_running_containers_carry_the_settings(stacks, built_image):
         host = c["HostConfig"]
         assert host["RestartPolicy"]["Name"] == "always"
         assert host["LogConfig"] == {"Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"}}
-        assert host["PortBindings"] == {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
+        assert host["PortBindings"] == {f"{API_PORT}/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
         assert "host.docker.internal:host-gateway" in host["ExtraHosts"]
         assert c["Config"]["Labels"]["io.local-llm-server.env"] == env
         assert c["Config"]["Labels"]["com.docker.compose.project"] == f"imgtest-{env}"

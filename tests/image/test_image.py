@@ -11,7 +11,7 @@ from tests.image.conftest import TAG_RE, compiled_modules_with_debug_info, http_
 INSIDE_GET = (
     "import json, sys, urllib.request, urllib.error\n"
     "try:\n"
-    "    r = urllib.request.urlopen('http://127.0.0.1:8000' + sys.argv[1], timeout=10)\n"
+    "    r = urllib.request.urlopen('http://127.0.0.1:8080' + sys.argv[1], timeout=10)\n"
     "    print(json.dumps({'status': r.status, 'body': json.load(r)}))\n"
     "except urllib.error.HTTPError as e:\n"
     "    print(json.dumps({'status': e.code, 'body': json.load(e)}))\n"
@@ -25,7 +25,7 @@ def get_inside(container: str, path: str) -> tuple[int, dict]:
 
 
 def start_container(image: str, *env: str) -> str:
-    args = ["docker", "run", "-d", "--add-host", "host.docker.internal:host-gateway", "-p", "127.0.0.1::8000"]
+    args = ["docker", "run", "-d", "--add-host", "host.docker.internal:host-gateway", "-p", "127.0.0.1::8080"]
     for item in env:
         args += ["-e", item]
     return run(*args, image).stdout.strip()
@@ -129,6 +129,6 @@ def test_ready_fails_when_the_model_is_not_in_ollama(testbed, built_image):
 
 
 def test_published_port_serves_from_the_host(container, built_image):
-    port = inspect(container)["NetworkSettings"]["Ports"]["8000/tcp"][0]["HostPort"]
+    port = inspect(container)["NetworkSettings"]["Ports"]["8080/tcp"][0]["HostPort"]
     status, body = wait_for(lambda: http_get(f"http://127.0.0.1:{port}/health"), 60, "/health on the host port")
     assert (status, body["version"]) == (200, built_image.tag)

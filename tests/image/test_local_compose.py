@@ -58,7 +58,7 @@ def test_local_stack_builds_and_serves_in_local_mode(local_stack):
     mounts = {m["Destination"]: m for m in container["Mounts"]}
     assert mounts["/app/service/app"]["Source"] == str(copy / "service" / "app")
     assert mounts["/app/service/app"]["RW"] is False
-    assert container["HostConfig"]["PortBindings"]["8000/tcp"][0]["HostIp"] == "127.0.0.1"
+    assert container["HostConfig"]["PortBindings"]["8080/tcp"][0]["HostIp"] == "127.0.0.1"
 
 
 def test_editing_the_mounted_source_reloads_the_server(local_stack):

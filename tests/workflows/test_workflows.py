@@ -90,9 +90,18 @@ def parse_playbook_call(argv: list[str]) -> tuple[str, str, list[str]]:
 ROLES_DIR = ROOT / "ansible" / "roles"
 
 
+def plays_of(playbook: Path) -> list[dict]:
+    """The plays a playbook runs, those of the playbooks it imports included."""
+    plays = []
+    for item in yaml.safe_load(playbook.read_text()) or []:
+        imported = item.get("ansible.builtin.import_playbook")
+        plays += plays_of(playbook.parent / imported) if imported else [item]
+    return plays
+
+
 def roles_of(playbook: Path) -> set[str]:
-    """Roles a playbook runs: named in it (roles:, include_role, import_role) plus their meta dependencies."""
-    text = playbook.read_text()
+    """Roles a playbook runs: named in its plays (roles:, include_role, import_role) plus their meta dependencies."""
+    text = "\n".join(yaml.safe_dump(play) for play in plays_of(playbook))
     names = set(re.findall(r"(?:role|name):\s*([a-z_]+)\s*$", text, flags=re.M))
     found = {n for n in names if (ROLES_DIR / n).is_dir()}
     pending = list(found)
@@ -130,7 +139,7 @@ def accepted_variables(playbook: Path) -> set[str]:
         if specs.exists():
             for spec in (yaml.safe_load(specs.read_text()) or {}).get("argument_specs", {}).values():
                 accepted |= set(spec.get("options", {}))
-    for play in yaml.safe_load(playbook.read_text()) or []:
+    for play in plays_of(playbook):
         accepted |= set(play.get("vars", {}) or {})
     return accepted
 
