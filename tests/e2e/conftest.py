@@ -1,52 +1,71 @@
-"""Session fixtures for the end-to-end tier: the testbed up, three real images in its registry, a clean slate.
+"""Fixtures for the end-to-end tier: the testbed up, real images in its registry, and the state each file needs.
 
-The tests in this directory run in file order (test_01_..., test_02_...) and build on each other's state
-(what is deployed, the release history), like an operator's day. Nothing is skipped: if the testbed or an
-image cannot be prepared the session fails loudly (TestbedError).
+Every test file stands alone and passes in any order (`pytest tests/e2e/test_03_broken_image.py`): a module asks
+for the baseline it needs through the fixtures below (`serving`, `staging_after_two_releases`, `nothing_deployed`)
+and they deploy what is missing. Expensive things stay session-scoped: the images are built once, and pushed
+again only if a test replaced the registry (test_10 brings the testbed down and up). Nothing is skipped: if the
+testbed or an image cannot be prepared the session fails loudly (TestbedError).
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import pytest
 
 from tests.e2e import harness
 
 
-@dataclass
-class Images:
-    first: str  # two good releases built from this tree with distinct BUILD_VARIANTs
-    second: str
-    broken: str  # starts, /health 200, /ready always 503
-    unhealthy: str  # /ready 200, Docker healthcheck always failing (refused by the gate)
-
-
 @pytest.fixture(scope="session")
 def testbed() -> dict[str, str]:
-    return harness.testbed_up()
+    env = harness.testbed_up()
+    harness.double(env, "reset")
+    return env
 
 
 @pytest.fixture(scope="session")
-def images(testbed) -> Images:
-    first = harness.build_push("e2e-first")
-    second = harness.build_push("e2e-second")
-    images = Images(
-        first=first,
-        second=second,
-        broken=harness.push_broken(testbed, first),
-        unhealthy=harness.push_unhealthy(testbed, first),
-    )
-    # Only in the registry from here on: each first deploy of a tag logs in and pulls, as on the Mac.
-    harness.forget_locally(testbed, images.first, images.second, images.broken, images.unhealthy)
+def built_images(testbed) -> harness.Images:
+    return harness.publish_images(testbed)
+
+
+def in_the_registry(testbed: dict[str, str], images: harness.Images) -> harness.Images:
+    """The session's images, in the registry. A test that replaced the registry (the testbed's own down and up)
+    took them with it: they are pushed again under the same tags (the builds are content-addressed)."""
+    if not harness.published(testbed, images) and harness.publish_images(testbed) != images:
+        raise harness.TestbedError("rebuilding the e2e images gave other tags")
     return images
 
 
-@pytest.fixture(scope="session")
-def ansible(testbed, images) -> harness.Ansible:
-    harness.reset_stacks()
-    harness.double(testbed, "reset")
+@pytest.fixture
+def images(testbed, built_images) -> harness.Images:
+    return in_the_registry(testbed, built_images)
+
+
+@pytest.fixture
+def ansible(testbed) -> harness.Ansible:
+    # Per test, so the registry password is read now: a testbed brought down and up has a new one.
     return harness.Ansible(testbed)
+
+
+@pytest.fixture(scope="module")
+def nothing_deployed(testbed):
+    """Neither stack exists: no containers, files or release history (an operator's first day)."""
+    harness.reset_stacks()
+
+
+@pytest.fixture(scope="module")
+def serving(testbed, built_images) -> dict[str, str]:
+    """Both stacks serve a release (the first image where nothing serves). Returns {env: version}."""
+    return harness.ensure_serving(harness.Ansible(testbed), in_the_registry(testbed, built_images).first)
+
+
+@pytest.fixture(scope="module")
+def staging_after_two_releases(testbed, built_images, serving) -> None:
+    """Staging serves the second image, and its release before that was the first (what a rollback returns to)."""
+    first, second = built_images.first, built_images.second
+    successes = [e["tag"] for e in harness.history() if e["env"] == "staging" and e["result"] == "success"]
+    if harness.health("staging").get("version") == second and successes[-2:] == [first, second]:
+        return
+    for tag in (first, second):
+        harness.must_deploy(harness.Ansible(testbed), "staging", tag)
 
 
 @pytest.fixture

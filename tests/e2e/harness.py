@@ -7,6 +7,7 @@ mocked; only Ollama is our double (tests/fakes/ollama.py), steered through its /
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -93,6 +94,48 @@ def build_push(variant: str) -> str:
     if not match:
         raise TestbedError(f"build-push.sh printed no IMAGE_TAG line:\n{result.stdout[-2000:]}")
     return match.group(1)
+
+
+@dataclass(frozen=True)
+class Images:
+    """The e2e tier's releases, all in the testbed's registry and none on the engine (deploys log in and pull)."""
+
+    first: str  # two good releases built from this tree with distinct BUILD_VARIANTs
+    second: str
+    broken: str  # starts, /health 200, /ready always 503
+    unhealthy: str  # /ready 200, Docker healthcheck always failing (refused by the gate)
+
+
+def publish_images(env: dict[str, str]) -> Images:
+    """Build and push the tier's images (the same tags every time for the same tree), then untag them locally."""
+    first = build_push("e2e-first")
+    second = build_push("e2e-second")
+    images = Images(first, second, push_broken(env, first), push_unhealthy(env, first))
+    # Only in the registry from here on: each first deploy of a tag logs in and pulls, as on the Mac.
+    forget_locally(env, images.first, images.second, images.broken, images.unhealthy)
+    return images
+
+
+def registry_digest(env: dict[str, str], tag: str) -> str | None:
+    """The manifest digest the testbed's registry serves for a tag (v2 API, with its credentials); None: no such tag."""
+    repo = env["IMAGE_REPOSITORY"].split("/", 1)[1]
+    token = base64.b64encode(f"{env['REGISTRY_USER']}:{registry_password(env)}".encode()).decode()
+    request = urllib.request.Request(  # noqa: S310 (loopback URL of the testbed)
+        f"http://{env['REGISTRY']}/v2/{repo}/manifests/{tag}",
+        method="HEAD",
+        headers={"Authorization": f"Basic {token}", "Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return response.headers["Docker-Content-Digest"]
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+
+
+def published(env: dict[str, str], images: Images) -> bool:
+    return all(registry_digest(env, tag) for tag in (images.first, images.second, images.broken, images.unhealthy))
 
 
 def push_broken(env: dict[str, str], good_tag: str) -> str:
@@ -254,10 +297,15 @@ def ensure_serving(ansible: Ansible, tag: str) -> dict[str, str]:
     """Both environments serving: deploy `tag` wherever nothing answers. Returns serving_versions()."""
     serving = serving_versions()
     for app_env in [name for name in PORTS if name not in serving]:
-        result = ansible.deploy(app_env, tag)
-        if result.returncode != 0:
-            raise TestbedError(f"deploying {tag} to {app_env} failed:\n{result.output[-3000:]}")
+        must_deploy(ansible, app_env, tag)
     return serving_versions()
+
+
+def must_deploy(ansible: Ansible, app_env: str, tag: str) -> None:
+    """Deploy a test's baseline: a failure here is the testbed's (TestbedError), not the test's."""
+    result = ansible.deploy(app_env, tag)
+    if result.returncode != 0:
+        raise TestbedError(f"deploying {tag} to {app_env} failed:\n{result.output[-3000:]}")
 
 
 def manifest() -> list[str]:

@@ -6,8 +6,13 @@ import json
 import re
 import stat
 
+import pytest
+
 from tests.e2e import harness
 from tests.e2e.harness import DEPLOY_HOME
+
+# An operator's first day: nothing deployed yet; the tests below build on each other's state, in order.
+pytestmark = pytest.mark.usefixtures("nothing_deployed")
 
 
 def test_deploy_staging_then_production_serves_each_on_its_port(ansible, images):

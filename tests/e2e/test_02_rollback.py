@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.e2e import harness
+
+# Staging serves the second release, the first before it: what a rollback returns to.
+pytestmark = pytest.mark.usefixtures("staging_after_two_releases")
 
 
 def test_rollback_without_tag_returns_to_the_previous_release(ansible, images):
-    assert harness.health("staging")["version"] == images.second  # state left by test_01
+    assert harness.health("staging")["version"] == images.second
     result = ansible.rollback("staging")
     assert result.returncode == 0, result.output[-4000:]
     assert harness.health("staging")["version"] == images.first

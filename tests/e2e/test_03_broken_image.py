@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from tests.e2e import harness
+
+# Both stacks serve a release: the refused ones must leave them untouched.
+pytestmark = pytest.mark.usefixtures("serving")
 
 
 def test_broken_image_is_refused_and_the_old_release_serves_throughout(ansible, images):

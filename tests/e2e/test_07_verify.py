@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from tests.e2e import harness
 from tests.e2e.harness import DEPLOY_HOME, flat
+
+# Both stacks serve their last release: verify calls them healthy, then each test breaks one thing.
+pytestmark = pytest.mark.usefixtures("serving")
 
 
 def test_verify_reports_both_stacks_healthy_and_changes_nothing(ansible):

@@ -13,8 +13,6 @@ import json
 import os
 import subprocess
 import tempfile
-import urllib.request
-from base64 import b64encode
 from pathlib import Path
 
 import pytest
@@ -27,22 +25,6 @@ def make(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["make", "--no-print-directory", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
-
-
-def registry_digest(testbed: dict[str, str], tag: str) -> str:
-    """The manifest digest the registry serves for a tag (registry v2 API, with the testbed's credentials)."""
-    repo = testbed["IMAGE_REPOSITORY"].split("/", 1)[1]
-    request = urllib.request.Request(
-        f"http://{testbed['REGISTRY']}/v2/{repo}/manifests/{tag}",
-        method="HEAD",
-        headers={
-            "Accept": "application/vnd.docker.distribution.manifest.v2+json",
-            "Authorization": "Basic "
-            + b64encode(f"{testbed['REGISTRY_USER']}:{harness.registry_password(testbed)}".encode()).decode(),
-        },
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (the testbed's loopback registry)
-        return response.headers["Docker-Content-Digest"]
 
 
 def pin_another_host_key(testbed: dict[str, str], directory: Path) -> Path:
@@ -113,7 +95,7 @@ def test_promote_retags_the_tested_digest_without_rebuilding(testbed, images, an
             "promote", env={**env, "IMAGE_REPOSITORY": testbed["IMAGE_REPOSITORY"], "IMAGE_TAG": images.first}
         )
     assert result.returncode == 0, result.stderr
-    assert registry_digest(testbed, "latest") == registry_digest(testbed, images.first)
+    assert harness.registry_digest(testbed, "latest") == harness.registry_digest(testbed, images.first)
 
 
 def test_promote_refuses_a_tag_that_was_never_built(testbed, images):
