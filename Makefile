@@ -37,8 +37,8 @@ lint: venv ## ruff, hadolint, ansible-lint, workflow schema + actionlint
 	bash scripts/lint-extra.sh
 
 .PHONY: test-unit
-test-unit: venv ## Service and Ollama-double tests (no Docker needed)
-	$(BIN)/pytest tests/unit tests/workflows
+test-unit: venv ## Service, Ollama-double, playbook-runner and workflow tests (no Docker needed)
+	$(BIN)/pytest tests/unit tests/workflows tests/runner
 
 .PHONY: testbed-up
 testbed-up: venv ## Bring up the local testbed (dockerd, registry, sshd "Mac Mini", Ollama double); idempotent, root
