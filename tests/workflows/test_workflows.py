@@ -1,9 +1,10 @@
 """The GitHub workflows cannot drift from the code they call.
 
 Every `run:` step is read; `make` calls are expanded with `make -n` (the real recipe, not a copy of
-it), and every resulting `ansible-playbook` command must name an existing playbook and inventory and pass
-only variables that the playbook's roles declare. Secrets and variables must be documented in the README
-table, deploy jobs must sit behind their GitHub Environment, and third-party actions must be pinned.
+it), and every resulting playbook command (`python -m scripts.playbook PLAYBOOK ARGS`, read with that module's
+own parser, or a bare `ansible-playbook`) must name an existing playbook and inventory and pass only variables
+that the playbook's roles declare. Secrets and variables must be documented in the README table, deploy jobs
+must sit behind their GitHub Environment, and third-party actions must be pinned.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from scripts.playbook import parse_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -62,16 +65,36 @@ def expand_make(argv: list[str]) -> list[list[str]]:
     return [shlex.split(line) for line in out.splitlines() if line.strip()]
 
 
+def playbook_call(cmd: list[str]) -> list[str] | None:
+    """The ansible-playbook argv a command amounts to, or None: ansible-playbook itself, or scripts/playbook.py
+    (`python -m scripts.playbook [its options] PLAYBOOK ARGS`), which passes ARGS to ansible-playbook."""
+    if cmd and cmd[0].endswith("ansible-playbook"):
+        return cmd
+    if len(cmd) > 2 and cmd[0].endswith("python") and cmd[1:3] == ["-m", "scripts.playbook"]:
+        options = parse_cli(cmd[3:])
+        return ["ansible-playbook", options.playbook, *options.args]
+    return None
+
+
 def ansible_commands(workflow: dict) -> list[tuple[str, list[str]]]:
     found = []
     for job_name, _step, line in run_commands(workflow):
         argv = shlex.split(line)
-        if argv and argv[0] == "make":
-            expanded = expand_make(argv)
-            found += [(job_name, cmd) for cmd in expanded if cmd and cmd[0].endswith("ansible-playbook")]
-        elif argv and argv[0].endswith("ansible-playbook"):
-            found.append((job_name, argv))
+        commands = expand_make(argv) if argv and argv[0] == "make" else [argv]
+        found += [(job_name, call) for call in map(playbook_call, commands) if call]
     return found
+
+
+@pytest.mark.parametrize("target", ["deploy", "verify", "rollback"])
+def test_make_targets_run_playbooks_through_the_module(target):
+    # Through scripts/playbook.py, so that every run leaves the events and stats a workflow uploads.
+    [command] = [c for c in expand_make(["make", target, "ENV=staging", "IMAGE_TAG=sha-0123abc"]) if playbook_call(c)]
+    assert command[:3] == [".venv/bin/python", "-m", "scripts.playbook"], command
+    assert playbook_call(command)[1] == f"ansible/{target}.yml"
+    command = expand_make(["make", target, "ENV=local", "STACK=staging", "PROGRESS=1", "RUN_IDENT=demo-1"])[-1]
+    options = parse_cli(command[3:])
+    assert options.progress and options.ident == "demo-1"
+    assert options.args[:2] == ["-i", "inventories/local"]
 
 
 def parse_playbook_call(argv: list[str]) -> tuple[str, str, list[str]]:
