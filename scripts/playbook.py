@@ -236,11 +236,12 @@ def run(
         raise ValueError(f"run ident {ident!r}: use 1-100 letters, digits, '.', '_' or '-', starting with one")
     artifacts = artifacts_root / ident
     artifacts.mkdir(parents=True, exist_ok=False)  # FileExistsError: never mix two runs' records
-    keep_private = private_data_dir is not None
-    private = Path(private_data_dir or tempfile.mkdtemp(prefix=f"ansible-runner-{ident}-"))
+    # The run's temporary directory: the FIFO and, unless the caller names one, ansible-runner's private data dir.
+    # Removed afterwards; a run killed with SIGKILL leaves it (nothing secret is ever written into it).
+    scratch = Path(tempfile.mkdtemp(prefix=f"playbook-{ident}-"))
+    private = Path(private_data_dir or scratch / "private")
     private.mkdir(mode=0o700, parents=True, exist_ok=True)
-    caller_env = dict(os.environ if env is None else env)
-    handoff = _EnvironmentHandoff(caller_env)
+    handoff = _EnvironmentHandoff(dict(os.environ if env is None else env), scratch / "environment")
     recorder = _Recorder(artifacts / EVENTS_FILE, on_event)
     stop = threading.Event()
     started = time.monotonic()
@@ -273,8 +274,7 @@ def run(
     finally:
         handoff.close()
         recorder.close()
-        if not keep_private:
-            shutil.rmtree(private, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     result = PlaybookResult(
         playbook=playbook,
         args=list(args),
@@ -332,12 +332,11 @@ class _Recorder:
 
 
 class _EnvironmentHandoff:
-    """The caller's environment as JSON in a FIFO (mode 0600, in a 0700 directory of its own), written once to
-    the wrapper that reads it; a FIFO keeps nothing on disk."""
+    """The caller's environment as JSON in a FIFO (mode 0600, in the run's 0700 temporary directory), written once
+    to the wrapper that reads it; a FIFO keeps nothing on disk."""
 
-    def __init__(self, environment: Mapping[str, str]) -> None:
-        self._directory = tempfile.mkdtemp(prefix="playbook-env-")
-        self.fifo = os.path.join(self._directory, "environment")
+    def __init__(self, environment: Mapping[str, str], fifo: Path) -> None:
+        self.fifo = str(fifo)
         os.mkfifo(self.fifo, stat.S_IRUSR | stat.S_IWUSR)
         payload = json.dumps(dict(environment)).encode()
         self._writer = threading.Thread(target=self._write, args=(payload,), daemon=True)
@@ -352,7 +351,7 @@ class _EnvironmentHandoff:
             reader = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
             os.close(reader)
             self._writer.join(timeout=5)
-        shutil.rmtree(self._directory, ignore_errors=True)
+        os.unlink(self.fifo)
 
 
 def _exec_with_environment(argv: list[str]) -> None:

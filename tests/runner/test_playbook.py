@@ -7,6 +7,7 @@ Nothing is mocked.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -233,16 +234,17 @@ def test_a_secret_in_the_clis_own_environment_never_reaches_a_file(artifacts, tm
     # The Makefile's case: the secret is in the environment of the process that runs ansible-runner, which seeds
     # the run's recorded environment from it.
     secret, env = secret_env()
-    before = set(Path(os.environ.get("TMPDIR", "/tmp")).glob("ansible-runner-*"))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
     done = cli("--artifacts", str(artifacts), str(PLAYBOOKS / "secret.yml"), "-i", str(INVENTORY), *secret_args(secret),
-               env=env)  # fmt: skip
+               env={**env, "TMPDIR": str(scratch)})  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert secret not in done.stdout + done.stderr
     [record] = list(artifacts.iterdir())
     assert {path.name for path in record.iterdir()} == RECORD
     assert playbook.files_containing(secret, artifacts) == []
-    # The private data dir was a temporary directory, and is gone.
-    assert set(Path(os.environ.get("TMPDIR", "/tmp")).glob("ansible-runner-*")) == before
+    # The private data dir and the FIFO were in the run's temporary directory, which is gone.
+    assert list(scratch.iterdir()) == []
 
 
 def test_files_containing_finds_a_secret_written_plainly_or_json_escaped(tmp_path):
@@ -297,61 +299,101 @@ def wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
-def alive(pid: int) -> bool:
-    """pid exists and is not a zombie."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+def process_table() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, start time, command line) of every process, from /proc (man 5 proc)."""
+    table = {}
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                cmdline = (stat_file.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                table[int(stat_file.parent.name)] = (int(fields[1]), fields[19], cmdline)
+    return table
 
 
-def ansible_playbook_pid(events_file: Path) -> int | None:
-    """The pid ansible-runner's callback reports once the task started (the main ansible-playbook process)."""
-    if not events_file.exists():
-        return None
-    for line in events_file.read_text().splitlines():
-        event = json.loads(line)
-        if event["event"] == "runner_on_start":
-            return event["pid"]
-    return None
+class ProcessTree:
+    """The processes a test's run started, below `root`, seen while its task runs: what a SIGKILL or a cancel
+    leaves behind (a killed ansible-playbook's task worker and Mitogen's processes outlive it, as without
+    ansible-runner) is ended afterwards, so that the tests leave nothing running on a shared machine."""
+
+    def __init__(self, root: int) -> None:
+        self.root, self.seen = root, {}
+
+    def wait_for_task(self, command: str, timeout: float = 120) -> dict[int, tuple[int, str, str]]:
+        def running():
+            table, below, grew = process_table(), {self.root}, True
+            while grew:
+                more = {pid for pid, (ppid, _, _) in table.items() if ppid in below} - below
+                below, grew = below | more, bool(more)
+            now = {pid: table[pid] for pid in below - {self.root} if pid in table}
+            self.seen.update(now)
+            return any(command in cmdline for _, _, cmdline in now.values())
+
+        wait_for(running, timeout, f"{command!r} below pid {self.root}")
+        return self.seen
+
+    def alive(self, pid: int) -> bool:
+        return pid in process_table() and process_table()[pid][1] == self.seen[pid][1]
+
+    def end_survivors(self) -> None:
+        table = process_table()
+        for pid, (_, started, _) in self.seen.items():
+            if pid in table and table[pid][1] == started:  # the same process, not a reused pid
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
-def test_killing_the_cli_with_sigkill_ends_ansible_playbook(artifacts):
+def test_killing_the_cli_with_sigkill_ends_ansible_playbook(artifacts, tmp_path):
     # What test_06 of the e2e tier does to a deploy: SIGKILL the process it started, midway.
+    secret, env = secret_env()
+    ident = f"killed-{secrets.token_hex(4)}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scripts.playbook", "--artifacts", str(artifacts), "--ident", "killed",
+        [sys.executable, "-m", "scripts.playbook", "--artifacts", str(artifacts), "--ident", ident,
          str(PLAYBOOKS / "sleep.yml"), "-i", str(INVENTORY)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=ROOT, env={**env, "TMPDIR": str(tmp_path)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    tree = ProcessTree(proc.pid)
     try:
-        pid = wait_for(lambda: ansible_playbook_pid(artifacts / "killed" / playbook.EVENTS_FILE), 120, "the task")
-        assert alive(pid)
+        seen = tree.wait_for_task("sleep 120")
+        [main] = [pid for pid, (ppid, _, cmdline) in seen.items() if ppid == proc.pid]
+        assert "ansible-playbook" in seen[main][2]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         assert proc.returncode == -signal.SIGKILL
-        wait_for(lambda: not alive(pid), 30, "ansible-playbook to die with its parent")
+        wait_for(lambda: not tree.alive(main), 30, "ansible-playbook to die with its parent")
     finally:
         if proc.poll() is None:
             proc.kill()
+        tree.end_survivors()
     # The events up to the kill are kept; there is no stats.json for a run that never finished.
-    assert (artifacts / "killed" / playbook.EVENTS_FILE).read_text()
-    assert not (artifacts / "killed" / playbook.STATS_FILE).exists()
+    events = [json.loads(line) for line in (artifacts / ident / playbook.EVENTS_FILE).read_text().splitlines()]
+    assert "runner_on_start" in [event["event"] for event in events]
+    assert not (artifacts / ident / playbook.STATS_FILE).exists()
+    # Nothing could clean up after the SIGKILL: the run's temporary directory is left, without the secret.
+    [left] = tmp_path.glob(f"playbook-{ident}-*")
+    assert (left / "private" / "artifacts" / ident / "command").is_file()
+    assert playbook.files_containing(secret, left, artifacts) == []
 
 
 def test_a_timeout_or_a_cancel_ends_the_run(artifacts):
-    timed_out = run("sleep.yml", artifacts=artifacts, timeout=5)
-    assert (timed_out.status, timed_out.rc) == ("timeout", 254)
-
+    tree = ProcessTree(os.getpid())  # ansible-runner starts ansible-playbook as a child of this process
     cancel = threading.Event()
 
-    def cancel_once_the_task_runs(event):
-        if event["event"] == "runner_on_start":
-            cancel.set()
+    def watch(then=lambda: None):
+        threading.Thread(target=lambda: (tree.wait_for_task("sleep 120", timeout=60), then()), daemon=True).start()
 
-    canceled = run("sleep.yml", artifacts=artifacts, cancel=cancel, on_event=cancel_once_the_task_runs)
-    assert (canceled.status, canceled.rc) == ("canceled", 254)
-    pid = next(e["pid"] for e in canceled.events if e["event"] == "runner_on_start")
-    assert not alive(pid)
+    try:
+        watch()
+        timed_out = run("sleep.yml", artifacts=artifacts, timeout=10)
+        assert (timed_out.status, timed_out.rc) == ("timeout", 254)
+
+        watch(then=cancel.set)
+        canceled = run("sleep.yml", artifacts=artifacts, cancel=cancel)
+        assert (canceled.status, canceled.rc) == ("canceled", 254)
+        [main] = {e["pid"] for e in canceled.events if e["event"] == "runner_on_start"}
+        assert main in tree.seen and not tree.alive(main)
+    finally:
+        tree.end_survivors()
 
 
 def test_an_on_event_error_is_raised_after_the_run_which_completes(artifacts):
