@@ -153,6 +153,11 @@ class PlaybookResult:
         return recap(stats) if stats else {}
 
     @property
+    def changed(self) -> int:
+        """Changed results over all hosts (the recap's changed=, summed)."""
+        return sum(counts["changed"] for counts in self.recap.values())
+
+    @property
     def tasks(self) -> list[TaskResult]:
         """Every task's final result per host, in the order they finished."""
         return [task for task in map(TaskResult.from_event, self.events) if task is not None]
