@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import re
@@ -37,6 +38,7 @@ import signal
 import stat
 import sys
 import tempfile
+import termios
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -375,6 +377,11 @@ def _exec_with_environment(argv: list[str]) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
     if os.getppid() != int(parent):  # the parent died before prctl took effect
         sys.exit(1)
+    # No controlling terminal (ioctl TIOCNOTTY, man 4 tty_ioctl): ansible-runner's pty would be one, and whatever
+    # asks on /dev/tty (ssh about an unknown host key, a password prompt) would wait for an answer nobody can see
+    # or give. Without one it fails at once, as in CI. stdout and stderr stay the pty.
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(sys.stdin.fileno(), termios.TIOCNOTTY)
     with open(fifo, encoding="utf-8") as pipe:
         environment = json.load(pipe)
     environment.update(os.environ)  # ansible-runner's settings (its callback plugin, ...) win

@@ -197,6 +197,15 @@ def test_mitogen_runs_the_tasks_unless_the_strategy_is_linear(artifacts):
     assert warned and not [e for e in linear.events if "strategy plugins not included" in e.get("stdout", "")]
 
 
+@pytest.mark.parametrize("strategy", ["mitogen_linear", "linear"])
+def test_no_task_gets_a_terminal_to_wait_on(artifacts, strategy):
+    # ansible-runner runs ansible-playbook on a pty; anything asking on /dev/tty there (ssh about an unknown host
+    # key) would wait for an answer nobody sees. Without a controlling terminal it fails at once, as in CI.
+    result = run("terminal.yml", artifacts=artifacts, env={**os.environ, "ANSIBLE_STRATEGY": strategy})
+    assert result.rc == 0, result.output
+    assert [e["event_data"]["res"]["stdout"] for e in result.events if e["event"] == "runner_on_ok"] == ["none"]
+
+
 def secret_env() -> tuple[str, dict[str, str]]:
     secret = "s3cret-" + secrets.token_hex(16)
     env = {
