@@ -117,6 +117,17 @@ def push_unhealthy(env: dict[str, str], good_tag: str) -> str:
     )
 
 
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Poll predicate() until it returns something true (returned), or fail naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 def flat(output: str) -> str:
     """Playbook output with the YAML callback's line wrapping undone, for phrases that may straddle a wrap."""
     return " ".join(output.split())

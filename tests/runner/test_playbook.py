@@ -18,13 +18,13 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from scripts import playbook
 from scripts.playbook import ROOT, PlaybookResult, TaskResult
+from tests.e2e.harness import wait_for
 
 HERE = Path(__file__).resolve().parent
 PLAYBOOKS = HERE / "playbooks"
@@ -296,16 +296,6 @@ def test_the_cli_refuses_a_bad_or_reused_ident_and_keeps_the_old_record(artifact
                 "-i", "tests/runner/inventory.yml")  # fmt: skip
     assert again.returncode == 2 and "once" in again.stderr
     assert (artifacts / "once" / playbook.EVENTS_FILE).read_text() == kept
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def process_table() -> dict[int, tuple[int, str, str]]:
