@@ -4,13 +4,13 @@ One place that runs ansible-playbook: `make deploy|verify|rollback` (`python -m 
 the e2e harness, `make demo` and `make bench-deploy`. ARGS are ansible-playbook's own (`-i inventories/staging -e
 image_tag=...`), passed through unchanged; ansible/ansible.cfg (and so Mitogen's strategy) always applies.
 
-    result = run("ansible/verify.yml", "-i", "inventories/local", on_event=print_progress)
+    result = run("ansible/verify.yml", "-i", "inventories/local", on_event=ProgressPrinter())
     result.status, result.rc     # ansible-runner's status (successful|failed|timeout|canceled), ansible's exit code
     result.recap                 # {host: {ok, changed, unreachable, failed, skipped, rescued, ignored}}
     result.failures              # [TaskResult(host, task, status, seconds, message)] of failed/unreachable tasks
     result.tasks, result.slowest(5), result.output   # every task result with its duration; ansible's text
 
-Each run gets a private data dir of its own (a temporary directory, removed afterwards) and leaves
+Each run gets a private data dir of its own (in a temporary directory, removed afterwards) and leaves
 `.artifacts/ansible/<ident>/` with exactly two files, what a workflow uploads: `events.jsonl` (ansible-runner's
 events, written as they arrive) and `stats.json` (status, exit code, recap, failed tasks).
 
@@ -92,7 +92,7 @@ class TaskResult:
     task: str  # as ansible-playbook prints it: "role : name", or the name alone
     status: str  # ok | changed | failed | unreachable | skipped | ignored (failed with ignore_errors)
     seconds: float
-    message: str = ""  # for failed and unreachable results: what the task said
+    message: str = ""  # for failed, unreachable and ignored results: what the task said
 
     @classmethod
     def from_event(cls, event: Event) -> TaskResult | None:
