@@ -16,6 +16,12 @@ ENV         ?= local
 STACK       ?=
 IMAGE_TAG   ?=
 PLAYBOOK_ARGS = -i inventories/$(ENV) $(if $(STACK),-e app_env=$(STACK))
+# Playbooks run through ansible-runner (scripts/playbook.py): ansible-playbook's output and exit code, plus the run's
+# events and stats in .artifacts/ansible/<ident>/. PROGRESS=1: one line per task instead of ansible's output;
+# RUN_IDENT=name: the artifacts directory's name (default: time, playbook, random suffix).
+PROGRESS    ?=
+RUN_IDENT   ?=
+PLAYBOOK    = $(PY) -m scripts.playbook $(if $(PROGRESS),--progress) $(if $(RUN_IDENT),--ident $(RUN_IDENT))
 
 .PHONY: help
 help: ## List the targets
@@ -37,8 +43,8 @@ lint: venv ## ruff, hadolint, ansible-lint, workflow schema + actionlint
 	bash scripts/lint-extra.sh
 
 .PHONY: test-unit
-test-unit: venv ## Service and Ollama-double tests (no Docker needed)
-	$(BIN)/pytest tests/unit tests/workflows
+test-unit: venv ## Service, Ollama-double, playbook-runner and workflow tests (no Docker needed)
+	$(BIN)/pytest tests/unit tests/workflows tests/runner
 
 .PHONY: testbed-up
 testbed-up: venv ## Bring up the local testbed (dockerd, registry, sshd "Mac Mini", Ollama double); idempotent, root
@@ -70,15 +76,15 @@ image: testbed-up ## Build the service image and push :sha-<hash> (+ :staging) t
 .PHONY: deploy
 deploy: venv ## Deploy IMAGE_TAG with ansible/deploy.yml to ENV (staging|production|local+STACK)
 	@test -n "$(IMAGE_TAG)" || { echo "IMAGE_TAG is required, e.g. make deploy ENV=staging IMAGE_TAG=sha-abc1234" >&2; exit 2; }
-	$(BIN)/ansible-playbook ansible/deploy.yml $(PLAYBOOK_ARGS) -e image_tag=$(IMAGE_TAG)
+	$(PLAYBOOK) ansible/deploy.yml $(PLAYBOOK_ARGS) -e image_tag=$(IMAGE_TAG)
 
 .PHONY: verify
 verify: venv ## Read-only health report of ENV's host, Ollama, cloudflared and stacks
-	$(BIN)/ansible-playbook ansible/verify.yml -i inventories/$(ENV)
+	$(PLAYBOOK) ansible/verify.yml -i inventories/$(ENV)
 
 .PHONY: rollback
 rollback: venv ## Roll back ENV(+STACK) to the previous successful release, or to IMAGE_TAG when given
-	$(BIN)/ansible-playbook ansible/rollback.yml $(PLAYBOOK_ARGS) $(if $(IMAGE_TAG),-e image_tag=$(IMAGE_TAG))
+	$(PLAYBOOK) ansible/rollback.yml $(PLAYBOOK_ARGS) $(if $(IMAGE_TAG),-e image_tag=$(IMAGE_TAG))
 
 .PHONY: ssh-setup
 ssh-setup: ## CI: write DEPLOY_SSH_KEY and the pinned DEPLOY_KNOWN_HOSTS into ~/.ssh (or SSH_DIR)

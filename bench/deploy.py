@@ -6,8 +6,9 @@ Measures, on the staging stack of the testbed:
   3. a rollback to the previous release;
   4. seconds without a 200 from /health while (1) runs, probing at 20 requests/s;
   5. failed probe requests while a broken image (starts, never ready) is refused.
-Prints a table with the targets from issue 4. Not a test: numbers depend on the machine (and on whatever else
-runs on it); nothing here asserts.
+Prints a table with the targets from issue 4, then the five slowest tasks of each measured run (ansible-runner's
+per-task timings, scripts/playbook.py). Not a test: numbers depend on the machine (and on whatever else runs on
+it); nothing here asserts.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ PROBE_URL = harness.health_url("staging")
 
 def must(result: harness.PlaybookRun, what: str) -> harness.PlaybookRun:
     if result.returncode != 0:
-        sys.exit(f"bench-deploy: {what} failed:\n{result.output[-3000:]}")
+        failed = "\n".join(f"  {task.task}: {task.message}" for task in result.failures)
+        sys.exit(f"bench-deploy: {what} failed:\n{result.output[-3000:]}\nfailed tasks:\n{failed}")
     return result
 
 
@@ -73,6 +75,21 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, value, target, met in rows:
         print(f"| {name} | {value} | {target} | {'yes' if met else 'NO'} |")
+    print_slowest_tasks(
+        {"new-tag deploy": new_tag, "no-change rerun": rerun, "rollback": rollback, "broken deploy": refused}
+    )
+
+
+def print_slowest_tasks(runs: dict[str, harness.PlaybookRun], count: int = 5) -> None:
+    """Where each run's time went: its slowest task results, from ansible-runner's per-task durations."""
+    print(f"\nThe {count} slowest tasks of each measured run (durations from ansible-runner's events)\n")
+    print("| run | task | seconds |")
+    print("|---|---|---|")
+    for name, run in runs.items():
+        for task in run.result.slowest(count):
+            print(f"| {name} | {task.task} | {task.seconds:.2f} |")
+    idents = ", ".join(run.result.ident for run in runs.values())
+    print(f"\nEach run's events and stats: {harness.playbook.ARTIFACTS.relative_to(harness.ROOT)}/<ident>/ ({idents})")
 
 
 def _cores() -> int:

@@ -2,6 +2,8 @@
 
 testbed up -> build + push :sha-<hash> and :staging -> deploy staging and production over SSH ->
 verify.yml -> a real chat through each API -> deploy a second build to staging and roll it back -> summary table.
+Deploys and the rollback print one line per task as it finishes (`make ... PROGRESS=1`, from ansible-runner's
+events); the summary reads each run's stats back from .artifacts/ansible/<ident>/ (scripts/playbook.py).
 `make demo-down` (this script with `down`) removes the stacks and the testbed.
 """
 
@@ -18,10 +20,15 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script (make demo): make scripts.playbook importable
+
+from scripts.playbook import ARTIFACTS, PlaybookResult  # noqa: E402 (after the path tweak above)
+
 TESTBED_ENV = ROOT / ".testbed" / "env"
 # The one table of environments: name -> port, compose project, public hostname.
 ENVIRONMENTS = yaml.safe_load((ROOT / "environments.yml").read_text())["environments"]
 STACKS = {name: env["port"] for name, env in ENVIRONMENTS.items()}
+RUN_PREFIX = time.strftime("demo-%Y%m%dT%H%M%S")  # this demo's runs in .artifacts/ansible/
 timings: dict[str, float] = {}
 
 
@@ -38,6 +45,20 @@ def run(*argv: str, env: dict[str, str] | None = None, capture: bool = False) ->
     if result.returncode != 0:
         sys.exit(f"demo: `{' '.join(argv)}` failed with exit code {result.returncode}")
     return result.stdout or ""
+
+
+def playbook_target(target: str, run_name: str, *args: str, env: dict[str, str]) -> PlaybookResult:
+    """`make deploy|rollback ...` with progress lines; its outcome read back from the run's stats and events."""
+    ident = f"{RUN_PREFIX}-{run_name}"
+    run("make", "--no-print-directory", target, *args, "PROGRESS=1", f"RUN_IDENT={ident}", env=env)
+    return PlaybookResult.load(ARTIFACTS / ident)
+
+
+def describe(result: PlaybookResult) -> str:
+    """One line from a run's stats: changes and its slowest task."""
+    slowest = result.slowest(1)
+    longest = f"; slowest task: {slowest[0].task} ({slowest[0].seconds:.1f} s)" if slowest else ""
+    return f"{result.status} in {result.seconds:.1f} s, {result.changed} changed{longest}"
 
 
 def timed(name: str, fn, *args, **kwargs):
@@ -97,10 +118,12 @@ def main() -> None:
     step("2/7 Build the image and push :sha-<hash> and :staging to the testbed registry")
     tag1 = timed("build+push", build_and_push)
 
+    deploys: dict[str, PlaybookResult] = {}
     for name, port in STACKS.items():
         step(f"3/7 Deploy {tag1} to {name} (:{port}) over SSH with ansible/deploy.yml")
-        timed(f"deploy {name}", run, "make", "--no-print-directory", "deploy", "ENV=local", f"STACK={name}",
-              f"IMAGE_TAG={tag1}", env=secrets)  # fmt: skip
+        deploys[name] = playbook_target("deploy", f"deploy-{name}", "ENV=local", f"STACK={name}", f"IMAGE_TAG={tag1}",
+                                        env=secrets)  # fmt: skip
+        print(f"  {name}: {describe(deploys[name])}")
 
     step("4/7 verify.yml: host, Ollama, cloudflared and both stacks")
     timed("verify", run, "make", "--no-print-directory", "verify", "ENV=local", env=secrets)
@@ -112,16 +135,17 @@ def main() -> None:
 
     step("6/7 Deploy a second build to staging, then roll it back")
     tag2 = timed("build #2", build_and_push, "demo-second-build")
-    timed("deploy #2 staging", run, "make", "--no-print-directory", "deploy", "ENV=local", "STACK=staging",
-          f"IMAGE_TAG={tag2}", env=secrets)  # fmt: skip
+    second = playbook_target("deploy", "deploy2-staging", "ENV=local", "STACK=staging", f"IMAGE_TAG={tag2}",
+                             env=secrets)  # fmt: skip
     _, health = get_json(f"http://127.0.0.1:{STACKS['staging']}/health")
-    print(f"  staging now runs {health.get('version')}")
-    timed("rollback staging", run, "make", "--no-print-directory", "rollback", "ENV=local", "STACK=staging",
-          env=secrets)  # fmt: skip
+    print(f"  staging now runs {health.get('version')} ({describe(second)})")
+    rollback = playbook_target("rollback", "rollback-staging", "ENV=local", "STACK=staging", env=secrets)
+    print(f"  rollback: {describe(rollback)}")
 
     step("7/7 Summary")
-    print(f"\n| {'environment':<11} | {'URL':<22} | {'running tag':<17} | {'health':<12} | {'deploy time':>11} |")
-    print(f"|{'-' * 13}|{'-' * 24}|{'-' * 19}|{'-' * 14}|{'-' * 13}|")
+    print(f"\n| {'environment':<11} | {'URL':<22} | {'running tag':<17} | {'health':<12} | {'deploy time':>11} "
+          f"| {'changed':>7} |")  # fmt: skip
+    print(f"|{'-' * 13}|{'-' * 24}|{'-' * 19}|{'-' * 14}|{'-' * 13}|{'-' * 9}|")
     healthy = True
     for name, port in STACKS.items():
         url = f"http://127.0.0.1:{port}"
@@ -130,11 +154,12 @@ def main() -> None:
         health = "ready" if ready_status == 200 else f"NOT READY ({ready_status})"
         healthy &= ready_status == 200 and live.get("version") == tag1
         print(f"| {name:<11} | {url:<22} | {live.get('version', '?'):<17} | {health:<12} | "
-              f"{timings[f'deploy {name}']:>9.1f} s |")  # fmt: skip
+              f"{deploys[name].seconds:>9.1f} s | {deploys[name].changed:>7} |")  # fmt: skip
     rolled_back = get_json(f"http://127.0.0.1:{STACKS['staging']}/health")[1].get("version") == tag1
     print(f"\nRollback: staging {tag2} -> {tag1}: {'done' if rolled_back else 'FAILED'}")
     print(f"Answered by {ollama_kind}. Total {time.monotonic() - started:.0f} s "
-          f"(build+push {timings['build+push']:.0f} s, rollback {timings['rollback staging']:.1f} s).")  # fmt: skip
+          f"(build+push {timings['build+push']:.0f} s, rollback {rollback.seconds:.1f} s).")  # fmt: skip
+    print(f"Each run's events and stats: {ARTIFACTS.relative_to(ROOT)}/{RUN_PREFIX}-*/")
     if not (healthy and rolled_back):
         sys.exit("demo: an environment is not healthy or the rollback did not restore the first tag")
 

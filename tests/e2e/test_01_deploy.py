@@ -30,21 +30,24 @@ def test_deploy_staging_then_production_serves_each_on_its_port(ansible, images)
     assert production.returncode == 0, production.output[-4000:]
     assert harness.health("production") == {"status": "ok", "env": "production", "version": images.first}
     # The proxy owns the environment's port, on loopback only; the api colour has a loopback port of its own.
-    proxy = harness.inspect("llm-production-proxy-1")
+    proxy = harness.inspect(harness.proxy_name("production"))
     published = [{"HostIp": "127.0.0.1", "HostPort": str(harness.PORTS["production"])}]
     assert list(proxy["HostConfig"]["PortBindings"].values()) == [published]
     api_bindings = list(harness.container("production")["HostConfig"]["PortBindings"].values())[0]
     assert api_bindings == [{"HostIp": "127.0.0.1", "HostPort": ""}]
     # A first deploy goes to blue, and blue alone.
     assert harness.served_color("production") == harness.live_color("production") == "blue"
-    assert harness.project_containers("production") == ["llm-production-api-blue-1", "llm-production-proxy-1"]
+    assert harness.project_containers("production") == [
+        harness.api_name("production", "blue"),
+        harness.proxy_name("production"),
+    ]
 
 
 def test_staging_deploy_leaves_production_untouched_and_history_grows(ansible, images):
     before = harness.container("production")
     lines_before = len(harness.history())
 
-    staging_proxy = harness.inspect("llm-staging-proxy-1")
+    staging_proxy = harness.inspect(harness.proxy_name("staging"))
     with harness.Probe(harness.health_url("staging"), rate=20) as probe:
         result = ansible.deploy("staging", images.second)
     assert result.returncode == 0, result.output[-4000:]
@@ -55,8 +58,11 @@ def test_staging_deploy_leaves_production_untouched_and_history_grows(ansible, i
     # Blue/green: the new release went to the other colour, the proxy switched to it and the old colour is gone;
     # the proxy itself was only reloaded, never restarted.
     assert harness.served_color("staging") == harness.live_color("staging") == "green"
-    assert harness.project_containers("staging") == ["llm-staging-api-green-1", "llm-staging-proxy-1"]
-    proxy_after = harness.inspect("llm-staging-proxy-1")
+    assert harness.project_containers("staging") == [
+        harness.api_name("staging", "green"),
+        harness.proxy_name("staging"),
+    ]
+    proxy_after = harness.inspect(harness.proxy_name("staging"))
     assert (proxy_after["Id"], proxy_after["State"]["StartedAt"]) == (
         staging_proxy["Id"],
         staging_proxy["State"]["StartedAt"],

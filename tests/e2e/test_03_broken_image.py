@@ -63,7 +63,7 @@ def test_failed_proxy_switch_restores_the_previous_release(ansible, images):
     old_tag = harness.health("staging")["version"]
     new_tag = images.first if old_tag != images.first else images.second
     containers = harness.project_containers("staging")
-    proxy_exec = ["docker", "exec", "llm-staging-proxy-1", "sh", "-c"]
+    proxy_exec = ["docker", "exec", harness.proxy_name("staging"), "sh", "-c"]
     subprocess.run([*proxy_exec, "echo 999999 > /tmp/nginx.pid"], check=True)
     try:
         with harness.Probe(harness.health_url("staging"), rate=20) as probe:
@@ -90,7 +90,7 @@ def test_a_stopped_proxy_is_started_again_by_the_next_deploy(ansible):
     # Someone stopped the proxy: the port refuses. A deploy of the running tag must notice (compose's plan says
     # the proxy needs starting), bring it back through the gate and switch, and leave a stack verify calls healthy.
     tag = harness.health("staging")["version"]
-    subprocess.run(["docker", "stop", "llm-staging-proxy-1"], check=True, capture_output=True)
+    subprocess.run(["docker", "stop", harness.proxy_name("staging")], check=True, capture_output=True)
     assert harness.served_color("staging") is None
     result = ansible.deploy("staging", tag)
     assert result.returncode == 0, result.output[-4000:]

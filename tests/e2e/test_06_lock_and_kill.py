@@ -23,16 +23,6 @@ def staging_serves_the_second_release(testbed, built_images, serving):
         harness.must_deploy(harness.Ansible(testbed), "staging", built_images.second)
 
 
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
 def as_deploy_user(*argv: str) -> None:
     subprocess.run(["runuser", "-u", "deploy", "--", *argv], check=True)
 
@@ -42,7 +32,7 @@ def deploy_while_another_holds_the_lock(ansible, first_tag: str, second_tag: str
     Returns the second run once the first has finished too (and asserts that the first succeeded)."""
     first = ansible.start("deploy.yml", "-e", "app_env=staging", "-e", f"image_tag={first_tag}")
     try:
-        wait_for(lambda: (LOCK / "holder.json").exists(), 120, "the first deploy to take the lock")
+        harness.wait_for(lambda: (LOCK / "holder.json").exists(), 120, "the first deploy to take the lock")
         second = ansible.deploy("staging", second_tag, *second_extra)
     finally:
         output, _ = first.communicate(timeout=300)
@@ -85,7 +75,9 @@ def test_sigkill_midway_keeps_the_container_and_the_rerun_converges(ansible, ima
     try:
         # Kill it in the middle of the release: the new colour is up beside the live one, the switch has not
         # happened.
-        wait_for(lambda: harness.container_exists(f"llm-staging-api-{new_color}-1"), 180, "the new colour")
+        harness.wait_for(
+            lambda: harness.container_exists(harness.api_name("staging", new_color)), 180, "the new colour"
+        )
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -105,7 +97,9 @@ def test_sigkill_midway_keeps_the_container_and_the_rerun_converges(ansible, ima
     assert "its holder is gone" in rerun.output  # the dead run's lock was broken at once, not after 15 minutes
     assert harness.health("staging")["version"] == images.first
     assert harness.served_color("staging") == harness.live_color("staging") == new_color
-    assert harness.project_containers("staging") == sorted([f"llm-staging-api-{new_color}-1", "llm-staging-proxy-1"])
+    assert harness.project_containers("staging") == sorted(
+        [harness.api_name("staging", new_color), harness.proxy_name("staging")]
+    )
     again = ansible.deploy("staging", images.first)
     assert again.returncode == 0 and again.changed == 0, again.output[-3000:]
 
@@ -121,7 +115,7 @@ def test_sigkill_right_after_the_switch_is_finished_by_the_next_run(ansible, ima
     with harness.Probe(harness.health_url("staging"), rate=20) as probe:
         proc = ansible.start("deploy.yml", "-e", "app_env=staging", "-e", f"image_tag={new_tag}")
         try:
-            wait_for(lambda: harness.served_color("staging") == new_color, 180, "the proxy to switch")
+            harness.wait_for(lambda: harness.served_color("staging") == new_color, 180, "the proxy to switch")
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
         finally:
@@ -131,9 +125,11 @@ def test_sigkill_right_after_the_switch_is_finished_by_the_next_run(ansible, ima
         rerun = ansible.deploy("staging", new_tag)
     assert rerun.returncode == 0, rerun.output[-4000:]
     assert probe.failures == 0, f"{probe.failures}/{len(probe.results)} failed requests"
-    assert f"llm-staging-api-{new_color}-1" in killed_state
+    assert harness.api_name("staging", new_color) in killed_state
     assert harness.served_color("staging") == harness.live_color("staging") == new_color
-    assert harness.project_containers("staging") == sorted([f"llm-staging-api-{new_color}-1", "llm-staging-proxy-1"])
+    assert harness.project_containers("staging") == sorted(
+        [harness.api_name("staging", new_color), harness.proxy_name("staging")]
+    )
     entries = harness.history()[history_before:]
     assert [(e["tag"], e["result"]) for e in entries] == [(new_tag, "success")], entries
     assert entries[0]["cause"] == "finished by a later run", "the rerun, not the killed run, recorded it"

@@ -53,7 +53,7 @@ def test_down_removes_what_up_made_and_up_brings_it_back(testbed, ansible, image
         assert not home.exists(), "the user's home must go with the user"
         # The stacks deployed from that home went with it, and down.sh said so.
         assert "user deploy: removed the stacks deployed under /home/deploy with it" in down.stdout, down.stdout
-        assert "llm-staging" in down.stdout and "llm-production" in down.stdout, down.stdout
+        assert all(project in down.stdout for project in harness.PROJECTS.values()), down.stdout
     # Only the caches stay, and the manifest names nothing but them.
     left = {path.name for path in tb.iterdir()}
     assert "wheelhouse" in left and left <= {"wheelhouse", "manifest"}, left  # no manifest: nothing to keep

@@ -1,9 +1,11 @@
 """The GitHub workflows cannot drift from the code they call.
 
 Every `run:` step is read; `make` calls are expanded with `make -n` (the real recipe, not a copy of
-it), and every resulting `ansible-playbook` command must name an existing playbook and inventory and pass
-only variables that the playbook's roles declare. Secrets and variables must be documented in the README
-table, deploy jobs must sit behind their GitHub Environment, and third-party actions must be pinned.
+it), and every resulting playbook command (`python -m scripts.playbook PLAYBOOK ARGS`, read with that module's
+own parser, or a bare `ansible-playbook`) must name an existing playbook and inventory and pass only variables
+that the playbook's roles declare. Secrets and variables must be documented in the README table, deploy jobs
+must sit behind their GitHub Environment, and third-party actions must be pinned. Local composite actions
+(.github/actions/<name>) are read as part of the job that uses them: their steps are checked the same way.
 """
 
 from __future__ import annotations
@@ -16,8 +18,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scripts.playbook import ARTIFACTS, parse_cli
+
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
+DEPLOYING = ("deploy-staging.yml", "deploy-production.yml", "rollback.yml")
+SETUP_ACTION = "./.github/actions/deploy-setup"  # shared by the DEPLOYING workflows
+PINNED = re.compile(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}")
 # Values a workflow expression would supply at run time; only their shape matters to the expansion.
 EXPRESSION_SAMPLES = {"IMAGE_TAG": "sha-0123abc", "TARGET_ENV": "staging"}
 AUTOMATIC_SECRETS = {"GITHUB_TOKEN"}  # created by GitHub for every run
@@ -30,9 +37,30 @@ def load(path: Path) -> dict:
     return data
 
 
+def local_action(ref: str) -> dict | None:
+    """The action.yml of a local action (`uses: ./.github/actions/<name>`), or None for any other `uses`."""
+    if not ref.startswith("./"):
+        return None
+    path = ROOT / ref / "action.yml"
+    assert path.is_file(), f"{ref}: no action.yml"
+    return yaml.safe_load(path.read_text())
+
+
+def job_steps(job: dict) -> list[dict]:
+    """What a job runs: its steps, each local composite action followed by that action's own steps."""
+    found = []
+    for step in job.get("steps", []):
+        found.append(step)
+        action = local_action(step.get("uses", ""))
+        if action:
+            assert action["runs"]["using"] == "composite", step["uses"]
+            found += action["runs"]["steps"]
+    return found
+
+
 def steps(workflow: dict):
     for job_name, job in workflow["jobs"].items():
-        for step in job.get("steps", []):
+        for step in job_steps(job):
             yield job_name, job, step
 
 
@@ -62,16 +90,36 @@ def expand_make(argv: list[str]) -> list[list[str]]:
     return [shlex.split(line) for line in out.splitlines() if line.strip()]
 
 
+def playbook_call(cmd: list[str]) -> list[str] | None:
+    """The ansible-playbook argv a command amounts to, or None: ansible-playbook itself, or scripts/playbook.py
+    (`python -m scripts.playbook [its options] PLAYBOOK ARGS`), which passes ARGS to ansible-playbook."""
+    if cmd and cmd[0].endswith("ansible-playbook"):
+        return cmd
+    if len(cmd) > 2 and cmd[0].endswith("python") and cmd[1:3] == ["-m", "scripts.playbook"]:
+        options = parse_cli(cmd[3:])
+        return ["ansible-playbook", options.playbook, *options.args]
+    return None
+
+
 def ansible_commands(workflow: dict) -> list[tuple[str, list[str]]]:
     found = []
     for job_name, _step, line in run_commands(workflow):
         argv = shlex.split(line)
-        if argv and argv[0] == "make":
-            expanded = expand_make(argv)
-            found += [(job_name, cmd) for cmd in expanded if cmd and cmd[0].endswith("ansible-playbook")]
-        elif argv and argv[0].endswith("ansible-playbook"):
-            found.append((job_name, argv))
+        commands = expand_make(argv) if argv and argv[0] == "make" else [argv]
+        found += [(job_name, call) for call in map(playbook_call, commands) if call]
     return found
+
+
+@pytest.mark.parametrize("target", ["deploy", "verify", "rollback"])
+def test_make_targets_run_playbooks_through_the_module(target):
+    # Through scripts/playbook.py, so that every run leaves the events and stats a workflow uploads.
+    [command] = [c for c in expand_make(["make", target, "ENV=staging", "IMAGE_TAG=sha-0123abc"]) if playbook_call(c)]
+    assert command[:3] == [".venv/bin/python", "-m", "scripts.playbook"], command
+    assert playbook_call(command)[1] == f"ansible/{target}.yml"
+    command = expand_make(["make", target, "ENV=local", "STACK=staging", "PROGRESS=1", "RUN_IDENT=demo-1"])[-1]
+    options = parse_cli(command[3:])
+    assert options.progress and options.ident == "demo-1"
+    assert options.args[:2] == ["-i", "inventories/local"]
 
 
 def parse_playbook_call(argv: list[str]) -> tuple[str, str, list[str]]:
@@ -213,8 +261,8 @@ def test_staging_deploy_sequence():
     assert jobs["test"]["uses"] == "./.github/workflows/ci.yml"
     assert jobs["build"]["needs"] == "test" and jobs["deploy"]["needs"] == "build"
     assert jobs["build"]["permissions"]["packages"] == "write"
-    uses = [s.get("uses", "") for s in jobs["deploy"]["steps"]]
-    tailscale = next(s for s in jobs["deploy"]["steps"] if "tailscale/github-action" in s.get("uses", ""))
+    uses = [s.get("uses", "") for s in job_steps(jobs["deploy"])]
+    tailscale = next(s for s in job_steps(jobs["deploy"]) if "tailscale/github-action" in s.get("uses", ""))
     assert tailscale["with"]["tags"] == "tag:ci"
     assert uses.index(tailscale["uses"]) < len(uses) - 1, "the tailnet must be joined before the deploy"
 
@@ -237,10 +285,71 @@ def test_third_party_actions_are_pinned_to_a_commit(path):
         ref = step.get("uses", "")
         if not ref or ref.startswith(("./", "actions/")):
             continue  # local or GitHub's own actions
-        pinned = re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", ref)
-        assert pinned, f"{path.name}: {ref} is not pinned to a commit SHA"
+        assert PINNED.fullmatch(ref), f"{path.name}: {ref} is not pinned to a commit SHA"
 
 
 def test_no_step_disables_host_key_checking():
     for path in WORKFLOWS:
         assert "StrictHostKeyChecking=no" not in path.read_text(), path.name
+
+
+def deploying_job(name: str) -> tuple[dict, int]:
+    """The job of a deploying workflow that runs a playbook, and the index of that step among its own steps."""
+    workflow = load(ROOT / ".github" / "workflows" / name)
+    found = [
+        (job, index)
+        for job in workflow["jobs"].values()
+        for index, step in enumerate(job.get("steps", []))
+        if ansible_commands({"jobs": {"job": {"steps": [step]}}})
+    ]
+    assert len(found) == 1, f"{name}: expected one step that runs a playbook, found {len(found)}"
+    return found[0]
+
+
+@pytest.mark.parametrize("name", DEPLOYING)
+def test_deploying_workflows_share_the_setup_action(name):
+    job, playbook_step = deploying_job(name)
+    own = job["steps"]
+    uses = [step.get("uses", "") for step in own]
+    assert SETUP_ACTION in uses, f"{name}: the deploy job does not use {SETUP_ACTION}"
+    assert uses.index(SETUP_ACTION) < playbook_step, f"{name}: the setup must come before the playbook"
+    assert uses.index("actions/checkout@v6") < uses.index(SETUP_ACTION), "a local action needs the checkout first"
+    # Set up there only, not again in the workflow itself.
+    assert not [u for u in uses if "tailscale/github-action" in u], name
+    runs = " ".join(step.get("run", "") for step in own)
+    assert "make ssh-setup" not in runs and "make venv" not in runs, name
+
+
+def test_the_setup_action_joins_the_tailnet_and_calls_existing_make_targets():
+    action = local_action(SETUP_ACTION)
+    action_steps = action["runs"]["steps"]
+    calls = [shlex.split(step["run"]) for step in action_steps if "run" in step]
+    assert calls == [["make", "venv"], ["make", "ssh-setup"]]
+    for argv in calls:
+        assert argv[1] in make_targets(), f"{SETUP_ACTION}: make target {argv[1]!r} is not in the Makefile"
+    assert all(step.get("shell") == "bash" for step in action_steps if "run" in step), "composite run steps need shell"
+    [tailscale] = [step for step in action_steps if "tailscale/github-action" in step.get("uses", "")]
+    assert PINNED.fullmatch(tailscale["uses"]) and tailscale["with"]["tags"] == "tag:ci"
+    # Every input is declared and used; secrets reach it as inputs only (composite actions cannot read them).
+    text = (ROOT / SETUP_ACTION / "action.yml").read_text()
+    assert set(re.findall(r"\$\{\{\s*inputs\.([\w-]+)", text)) == set(action["inputs"])
+    assert "secrets." not in text
+    for name in DEPLOYING:
+        job, _ = deploying_job(name)
+        [setup] = [step for step in job["steps"] if step.get("uses") == SETUP_ACTION]
+        assert set(setup["with"]) == {key for key, spec in action["inputs"].items() if spec.get("required")}, name
+
+
+@pytest.mark.parametrize("name", DEPLOYING)
+def test_deploying_workflows_upload_the_runs_events_and_stats(name):
+    job, playbook_step = deploying_job(name)
+    uploads = [(i, s) for i, s in enumerate(job["steps"]) if s.get("uses", "").startswith("actions/upload-artifact@")]
+    assert len(uploads) == 1, f"{name}: expected one upload-artifact step"
+    [(index, upload)] = uploads
+    assert PINNED.fullmatch(upload["uses"]), f"{name}: {upload['uses']} is not pinned to a commit SHA"
+    assert index > playbook_step, f"{name}: the upload must come after the playbook ran"
+    assert upload.get("if") in ("always()", "${{ always() }}"), f"{name}: upload also when the deploy failed"
+    # Exactly the directory scripts/playbook.py writes (events.jsonl + stats.json per run), nothing more.
+    assert upload["with"]["path"].rstrip("/") == str(ARTIFACTS.relative_to(ROOT))
+    if ARTIFACTS.relative_to(ROOT).parts[0].startswith("."):  # upload-artifact >= v4.4 skips hidden paths by default
+        assert upload["with"].get("include-hidden-files") is True, f"{name}: the upload would find no files"

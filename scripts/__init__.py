@@ -1,0 +1,1 @@
+"""Controller-side tooling: scripts/playbook.py (run a playbook through ansible-runner), demo.py, shell scripts."""
