@@ -8,6 +8,7 @@ import stat
 
 import pytest
 
+from scripts import playbook
 from tests.e2e import harness
 from tests.e2e.harness import DEPLOY_HOME
 
@@ -15,11 +16,14 @@ from tests.e2e.harness import DEPLOY_HOME
 pytestmark = pytest.mark.usefixtures("nothing_deployed")
 
 
-def test_deploy_staging_then_production_serves_each_on_its_port(ansible, images):
+def test_deploy_staging_then_production_serves_each_on_its_port(ansible, images, testbed):
     staging = ansible.deploy("staging", images.first)
     assert staging.returncode == 0, staging.output[-4000:]
     # The image was only in the registry: the deploy logged in (isolated DOCKER_CONFIG) and pulled it.
     assert re.search(r"TASK \[app_deploy : Pull the image\] \*+\nchanged: \[testbed\]", staging.output)
+    # ... and what a workflow uploads of that run (events and stats) holds no trace of the registry password.
+    assert sorted(path.name for path in staging.result.artifacts.iterdir()) == ["events.jsonl", "stats.json"]
+    assert playbook.files_containing(harness.registry_password(testbed), staging.result.artifacts) == []
     assert harness.health("staging") == {"status": "ok", "env": "staging", "version": images.first}
     # cloudflared's ingress (the user's ~/.cloudflared/config.yml on the testbed) was really checked.
     table = harness.ENVIRONMENTS["staging"]
@@ -89,6 +93,7 @@ def test_second_deploy_changes_nothing_and_never_shows_the_password(ansible, ima
     assert len(harness.history()) == lines_before, "a no-op deploy must not add history lines"
     password = harness.registry_password(testbed)
     assert password not in result.output
+    assert playbook.files_containing(password, result.result.artifacts) == []
 
 
 def test_no_secret_in_docker_inspect_history_or_files_and_env_files_are_0600(testbed):
