@@ -166,6 +166,39 @@ def test_both_stacks_serve_side_by_side_through_their_proxies(stacks, built_imag
             assert response.headers["X-Api-Color"] == "blue"
 
 
+@pytest.mark.parametrize(
+    ("path", "family"),
+    [("/api/chat", "ollama"), ("/v1/chat/completions", "openai"), ("/v1/messages", "anthropic")],
+)
+def test_proxy_refuses_a_body_over_the_limit_in_the_route_family_format(stacks, path, family):
+    # nginx's client_max_body_size is the service's MAX_REQUEST_BYTES (app_deploy_max_request_bytes, one variable):
+    # a Content-Length over it is refused before a byte of the body is read, in the JSON the family's clients parse.
+    limit = DEFAULTS["app_deploy_max_request_bytes"]
+    with socket.create_connection(("127.0.0.1", stacks["staging"].port), timeout=10) as sock:
+        head = f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"{head}Content-Length: {limit + 1}\r\n\r\n".encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply or len(reply.split(b"\r\n\r\n", 1)[1]) < 20:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    status_line, rest = reply.split(b"\r\n", 1)
+    assert status_line.startswith(b"HTTP/1.1 413"), reply[:300]
+    headers, body = rest.split(b"\r\n\r\n", 1)
+    assert b"content-type: application/json" in headers.lower()
+    error = json.loads(body)
+    message = f"request body too large: the limit is {limit} bytes"
+    expected = {
+        "ollama": {"error": message},
+        "openai": {
+            "error": {"message": message, "type": "invalid_request_error", "param": None, "code": "request_too_large"}
+        },
+        "anthropic": {"type": "error", "error": {"type": "request_too_large", "message": message}},
+    }[family]
+    assert error == expected
+
+
 def test_proxy_streams_chunk_by_chunk(stacks, testbed):
     # Each NDJSON line of a streamed generation must leave the proxy as the app writes it (nginx.conf.j2 turns
     # proxy_buffering off, and the app also sends X-Accel-Buffering: no). The double streams its chunks with a
