@@ -46,9 +46,13 @@ def ansible(testbed) -> harness.Ansible:
 
 
 @pytest.fixture(scope="module")
-def nothing_deployed(testbed):
-    """Neither stack exists: no containers, files or release history (an operator's first day)."""
+def nothing_deployed(testbed, built_images):
+    """Neither stack exists: no containers, files or release history, and no release on the host: the first deploy
+    of each tag logs in and pulls (an operator's first day)."""
     harness.reset_stacks()
+    in_the_registry(testbed, built_images)
+    tags = (built_images.first, built_images.second, built_images.broken, built_images.unhealthy)
+    harness.forget_locally(testbed, *tags, missing_ok=True)
 
 
 @pytest.fixture(scope="module")

@@ -182,22 +182,28 @@ def flat(output: str) -> str:
     return " ".join(output.split())
 
 
-def forget_locally(env: dict[str, str], *tags: str) -> None:
-    """Untag images that build_push/_push_derived left on this engine, so that a deploy must pull them from the
-    registry through the deploy user's login (on the Mac, images only ever come from the registry)."""
+def forget_locally(env: dict[str, str], *tags: str, missing_ok: bool = False) -> None:
+    """Untag images that build_push/_push_derived (or a deploy's pull) left on this engine, so that a deploy must
+    pull them from the registry through the deploy user's login (on the Mac, images only come from the registry)."""
     repo = env["IMAGE_REPOSITORY"]
     for tag in tags:
+        if missing_ok and inspect_image(f"{repo}:{tag}") is None:
+            continue
         result = run(["docker", "image", "rm", f"{repo}:{tag}"])
         if result.returncode != 0:
             raise TestbedError(f"cannot untag {repo}:{tag}: {result.stderr}")
 
 
+def inspect_image(ref: str) -> dict | None:
+    result = run(["docker", "image", "inspect", ref])
+    return json.loads(result.stdout)[0] if result.returncode == 0 else None
+
+
 def _image_config(env: dict[str, str], tag: str) -> dict:
-    repo = env["IMAGE_REPOSITORY"]
-    inspect = run(["docker", "image", "inspect", f"{repo}:{tag}", "--format", "{{json .Config}}"])
-    if inspect.returncode != 0:
-        raise TestbedError(f"cannot inspect {repo}:{tag}: {inspect.stderr}")
-    return json.loads(inspect.stdout)
+    image = inspect_image(f"{env['IMAGE_REPOSITORY']}:{tag}")
+    if image is None:
+        raise TestbedError(f"no image {env['IMAGE_REPOSITORY']}:{tag} on this engine")
+    return image["Config"]
 
 
 def _push_derived(env: dict[str, str], good_tag: str, instructions: str) -> str:
