@@ -217,43 +217,49 @@ def test_images_kept_are_the_newest_distinct_successful_tags_of_any_environment(
     assert history.release_history_keep([], 3) == []
 
 
-def _info(tag: str, running: bool = True, health: str | None = "healthy") -> dict:
-    state = {"Running": running, **({"Health": {"Status": health}} if health else {})}
-    labels = {"io.local-llm-server.tag": tag, "io.local-llm-server.release": f"r-{tag}"}
-    return {"Config": {"Labels": labels}, "State": state}
+def _listed(service: str, state: str = "running", status: str = "Up 3 minutes (healthy)", tag: str = "") -> dict:
+    """A container as docker_host_info lists it (containers_all, verbose_output)."""
+    labels = {"com.docker.compose.service": service}
+    if tag:
+        labels.update({"io.local-llm-server.tag": tag, "io.local-llm-server.release": f"r-{tag}"})
+    return {"Labels": labels, "State": state, "Status": status}
 
 
 def test_live_state_from_what_the_host_shows():
-    results = [
-        {"app_live_service": "api-blue", "exists": True, "container": _info(A, running=False, health=None)},
-        {"app_live_service": "api-green", "exists": True, "container": _info(B)},
-        {"app_live_service": "proxy", "exists": True, "container": {"State": {"Running": True}}},
+    listed = [
+        _listed("api-blue", state="exited", status="Exited (0) 2 minutes ago", tag=A),
+        _listed("api-green", tag=B),
+        _listed("proxy", status="Up 5 minutes"),
     ]
     conf = "server {\n        set $api_color green;\n}"
     answers = {"answered": True, "status": "200", "served_color": "green", "detail": "HTTP 200 from green"}
-    state = live.app_live_state(results, conf, answers, COLORS)
+    state = live.app_live_state(listed, conf, answers, COLORS)
     assert state["color"] == "green" and state["tag"] == B and state["release"] == f"r-{B}"
     assert state["containers"] == {
         "blue": {"tag": A, "release": f"r-{A}", "running": False, "health": "none"},
         "green": {"tag": B, "release": f"r-{B}", "running": True, "health": "healthy"},
     }
-    assert (state["proxy_running"], state["answered"], state["ready_status"], state["idle"]) == (
-        True,
-        True,
-        200,
-        ["blue"],
-    )
-    assert state["container"] is results[1]["container"]
+    observed = (state["proxy_running"], state["answered"], state["ready_status"], state["idle"])
+    assert observed == (True, True, 200, ["blue"])
     # And the plan reads it as a killed-after-the-switch state.
     assert plan(state, in_sync=True, last_success=A)["action"] == "finish"
 
 
+def test_live_state_reads_each_health_docker_reports():
+    for status, health in [
+        ("Up 2 seconds (health: starting)", "starting"),
+        ("Up 1 minute (unhealthy)", "unhealthy"),
+        ("Up 1 minute", "none"),
+    ]:
+        state = live.app_live_state([_listed("api-blue", status=status, tag=A)], "set $api_color blue;", {}, COLORS)
+        assert state["containers"]["blue"]["health"] == health, status
+
+
 def test_live_state_of_an_environment_never_deployed():
-    results = [{"app_live_service": s, "exists": False} for s in ("api-blue", "api-green", "proxy")]
-    state = live.app_live_state(results, "", {"answered": False, "status": -1, "served_color": ""}, COLORS)
+    state = live.app_live_state([], "", {"answered": False, "status": -1, "served_color": ""}, COLORS)
     assert state == {
         "color": "", "containers": {}, "proxy_running": False, "answered": False, "ready_status": -1,
-        "served_color": "", "ready_detail": "", "container": {}, "tag": "", "release": "", "idle": [],
+        "served_color": "", "ready_detail": "", "tag": "", "release": "", "idle": [],
     }  # fmt: skip
 
 

@@ -15,6 +15,8 @@ from typing import Any
 # The line templates/nginx.conf.j2 (app_deploy) writes; nginx uses it, and this is where it is read back.
 COLOR_LINE = re.compile(r"^\s*set \$api_color (\w+);", re.M)
 TAG_LABEL = "io.local-llm-server.tag"
+SERVICE_LABEL = "com.docker.compose.service"
+HEALTH = re.compile(r"\((healthy|unhealthy|health: starting)\)")
 RELEASE_LABEL = "io.local-llm-server.release"
 
 
@@ -23,38 +25,42 @@ def app_proxy_color(conf_text: str | None) -> str:
     return match.group(1) if match else ""
 
 
+def _health(status: str) -> str:
+    """Health from `docker ps`'s status text: "Up 3 minutes (healthy)", "(health: starting)", or none."""
+    match = HEALTH.search(status or "")
+    return {"health: starting": "starting"}.get(match.group(1), match.group(1)) if match else "none"
+
+
 def app_live_state(
-    container_results: list[dict[str, Any]], conf_text: str | None, answers: dict[str, Any], colors: list[str]
+    containers: list[dict[str, Any]], conf_text: str | None, answers: dict[str, Any], colors: list[str]
 ) -> dict[str, Any]:
-    """container_results: docker_container_info's looped results (loop_var app_live_service: api-<colour>, proxy)."""
-    by_service = {r["app_live_service"]: r["container"] for r in container_results if r.get("exists")}
+    """containers: the environment's compose project as docker_host_info lists it (containers_all, verbose)."""
+    by_service = {(c.get("Labels") or {}).get(SERVICE_LABEL): c for c in containers}
     color = app_proxy_color(conf_text)
-    containers = {}
+    apis = {}
     for name in colors:
         info = by_service.get(f"api-{name}")
         if info:
-            labels = (info.get("Config") or {}).get("Labels") or {}
-            state = info.get("State") or {}
-            containers[name] = {
+            labels = info.get("Labels") or {}
+            apis[name] = {
                 "tag": labels.get(TAG_LABEL, ""),
                 "release": labels.get(RELEASE_LABEL, ""),
-                "running": bool(state.get("Running")),
-                "health": (state.get("Health") or {}).get("Status", "none"),
+                "running": info.get("State") == "running",
+                "health": _health(info.get("Status", "")),
             }
-    live = by_service.get(f"api-{color}", {}) if color else {}
+    live = apis.get(color, {})
     return {
         "color": color,
-        "containers": containers,
-        "proxy_running": bool(((by_service.get("proxy") or {}).get("State") or {}).get("Running")),
+        "containers": apis,
+        "proxy_running": (by_service.get("proxy") or {}).get("State") == "running",
         # /ready through the proxy answered 200 from the colour its file names (tasks/answers.yml).
         "answered": bool(answers.get("answered")),
         "ready_status": int(answers.get("status", -1)),
         "served_color": answers.get("served_color", ""),
         "ready_detail": answers.get("detail", ""),
-        "container": live,
-        "tag": containers.get(color, {}).get("tag", ""),
-        "release": containers.get(color, {}).get("release", ""),
-        "idle": [name for name in containers if name != color],
+        "tag": live.get("tag", ""),
+        "release": live.get("release", ""),
+        "idle": [name for name in apis if name != color],
     }
 
 
