@@ -269,3 +269,49 @@ def test_proxy_color_is_read_from_the_line_the_template_writes():
     assert live.app_proxy_color("        set $api_color blue;\n") == "blue"
     assert live.app_proxy_color("# set $api_color blue; in a comment\n") == ""
     assert live.app_proxy_color(None) == ""
+
+
+ollama = role_plugin("ollama_check/filter_plugins/ollama_check.py")
+
+
+def test_ollama_is_asked_where_the_containers_reach_it():
+    bridge = {"network": {"IPAM": {"Config": [{"Subnet": "172.17.0.0/16", "Gateway": "172.17.0.1"}]}}}
+    assert ollama.ollama_check_address(bridge, "", 11434, "Linux") == "http://172.17.0.1:11434"
+    # Debian's engine 20.10 leaves the gateway out: the subnet's first address.
+    old_engine = {"network": {"IPAM": {"Config": [{"Subnet": "172.30.0.0/16"}]}}}
+    assert ollama.ollama_check_address(old_engine, "", 11434, "Linux") == "http://172.30.0.1:11434"
+    assert ollama.ollama_check_address({}, "", 11434, "Darwin") == "http://127.0.0.1:11434"
+    assert ollama.ollama_check_address(bridge, "http://ollama.lan:11434", 11434, "Linux") == "http://ollama.lan:11434"
+
+
+def test_models_ollama_lacks_an_untagged_name_meaning_latest():
+    present = ["llama3.2:1b", "nomic-embed-text:latest"]
+    assert ollama.ollama_check_missing(["llama3.2:1b", "nomic-embed-text"], present) == []
+    assert ollama.ollama_check_missing(["llama3.2:3b", "all-minilm"], present) == ["llama3.2:3b", "all-minilm"]
+
+
+preflight = role_plugin("preflight/filter_plugins/preflight.py")
+ENVS = {"staging": {}, "production": {}}
+TAGS = "^sha-[0-9a-f]{7,40}$"
+
+
+def problems(app_env="staging", repo="ghcr.io/o/llm", tag="sha-1234567", mode="deploy", channels=()):
+    return preflight.preflight_problems(app_env, ENVS, repo, tag, mode, TAGS, list(channels))
+
+
+def test_preflight_accepts_good_inputs_and_names_each_bad_one():
+    assert problems() == []
+    assert problems(mode="rollback", tag="") == [], "a rollback may leave the tag to the history"
+    assert problems(tag="latest", channels=["latest"]) == []
+    (env,) = problems(app_env="qa")
+    assert "app_env must be one of staging, production, got 'qa'" in env and "-e app_env=" in env
+    assert problems(app_env="") and problems(app_env=None)
+    assert problems(repo="ghcr.io/Owner/llm") == [
+        "image_repository must be set in the inventory (e.g. ghcr.io/<owner>/local-llm-server)."
+    ]
+    (tag,) = problems(tag="sha-XYZ1234")
+    assert f"image_tag must match {TAGS}; got 'sha-XYZ1234'" in tag
+    assert "got '(not given)'" in problems(tag="")[0]
+    assert "or be one of latest" in problems(tag="main", channels=["latest"])[0]
+    assert "got 'nope'" in problems(mode="rollback", tag="nope")[0], "a tag given to a rollback is checked too"
+    assert len(problems(app_env="qa", repo=None, tag="x")) == 3
