@@ -315,3 +315,23 @@ def test_preflight_accepts_good_inputs_and_names_each_bad_one():
     assert "or be one of latest" in problems(tag="main", channels=["latest"])[0]
     assert "got 'nope'" in problems(mode="rollback", tag="nope")[0], "a tag given to a rollback is checked too"
     assert len(problems(app_env="qa", repo=None, tag="x")) == 3
+
+
+stack_status = role_plugin("stack_status/filter_plugins/stack_status.py")
+
+
+def test_a_stack_is_healthy_only_when_its_live_colour_runs_the_last_release_and_answers():
+    listed = [_listed("api-green", tag=B), _listed("proxy")]
+    answered = {"answered": True, "status": 200, "served_color": "green"}
+    live_state = live.app_live_state(listed, "set $api_color green;", answered, COLORS)
+    row = stack_status.stack_status_row(live_state, B)
+    assert row["healthy"] and (row["color"], row["tag"], row["health"], row["ready"]) == ("green", B, "healthy", True)
+    assert not stack_status.stack_status_row(live_state, A)["healthy"], "another tag than the last release is drift"
+    other_colour = live.app_live_state(listed, "set $api_color green;", {**answered, "answered": False}, COLORS)
+    assert not stack_status.stack_status_row(other_colour, B)["healthy"], "nginx has not loaded its file"
+    sick = [_listed("api-green", status="Up 1 minute (unhealthy)", tag=B), _listed("proxy")]
+    assert not stack_status.stack_status_row(live.app_live_state(sick, "set $api_color green;", answered, COLORS), B)[
+        "healthy"
+    ]
+    nothing = stack_status.stack_status_row(live.app_live_state([], "", {}, COLORS), "")
+    assert (nothing["healthy"], nothing["color"], nothing["health"]) == (False, "-", "absent")
