@@ -334,7 +334,8 @@ def start_service(
         env["PYTHONPATH"] = os.pathsep.join([str(BENCH), str(TOOLS)])
     log = logdir / f"service-{re.sub(r'[^A-Za-z0-9]+', '-', spec.label)}.log"
     cmd = [PYTHON, "-m", "uvicorn", spec.app, "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--log-level", "warning", "--no-access-log", *spec.uvicorn_args]
+    # As the image runs it (Dockerfile CMD: --proxy-headers is uvicorn's default, --no-server-header is not).
+    cmd += ["--no-server-header", "--log-level", "warning", "--no-access-log", *spec.uvicorn_args]
     proc = _spawn(stack, cmd, log, cwd=spec.directory, env=env)
     gateway.url, gateway.pid = f"http://127.0.0.1:{port}", proc.pid
     gateway.command = f"cd {os.path.relpath(spec.directory, REPO)} && {shlex.join(['python', *cmd[1:]])}"

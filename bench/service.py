@@ -47,6 +47,7 @@ import httpx
 import peers
 from peers import Gateway, ServiceSpec, tree_cpu_seconds
 
+SECTIONS = ("unloaded", "saturation", "streaming", "first-byte", "transit", "embeddings", "disconnect")
 V1 = "/v1/chat/completions"
 OLLAMA = "/api/chat"
 PROMPT = [{"role": "user", "content": "Why is the sky blue?"}]
@@ -64,6 +65,8 @@ TARGET_VS_LITELLM = 20.0
 TARGET_FIRST_BYTE_MS = 100.0
 TARGET_TRANSIT_P99_MS = 2.0
 TARGET_DISCONNECT_S = 1.0
+# Above this many cores kept busy by other work during a row, its latencies are flagged as noise-bound.
+NOISY_OTHERS_CORES = 0.5
 HTTPX_ADOPT_IF_CPU_WITHIN = 0.10  # adopt the httpx API if it costs <= 10 % more CPU per request
 
 
@@ -449,10 +452,13 @@ def run_rows(args, gateways: dict[str, Gateway], variants: list[str], double: Do
     def say(what: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')} load {load1():.2f}] {what}", file=sys.stderr, flush=True)
 
+    paths = (V1,) if args.openai_only else (V1, OLLAMA)
     # Unloaded and saturation: the same non-streamed bodies; rounds interleave the gateways.
-    for path in (V1, OLLAMA):
+    for path in paths:
         payload = body(model, stream=False)
         for conns, seconds, kind in ((1, args.unloaded_duration, "unloaded"), (32, args.duration, "saturation")):
+            if kind not in args.rows:
+                continue
             runs: dict[str, list[Load]] = {}
             for r in range(args.rounds):
                 for gw in gateways.values():
@@ -481,7 +487,7 @@ def run_rows(args, gateways: dict[str, Gateway], variants: list[str], double: Do
                     res.setdefault(f"{kind} {path} {figure}", {})[name] = cell
 
     # Streaming: 1,000-chunk answers on 8 connections.
-    for path in (V1, OLLAMA):
+    for path in paths if "streaming" in args.rows else ():
         key = f"stream {path}"
         for gw in gateways.values():
             if not route_ok(key, gw, path) or (gw.name in variants and path == OLLAMA):
@@ -494,7 +500,7 @@ def run_rows(args, gateways: dict[str, Gateway], variants: list[str], double: Do
             res.setdefault(f"{key} cpu", {})[gw.name] = Cell(s.cpu_us_per_chunk, note, w.load_avg, w.others_cores)
 
     # First byte while the double is silent.
-    for path in (V1, OLLAMA):
+    for path in paths if "first-byte" in args.rows else ():
         key = f"first byte {path}"
         for gw in core:
             if not route_ok(key, gw, path):
@@ -507,7 +513,7 @@ def run_rows(args, gateways: dict[str, Gateway], variants: list[str], double: Do
             res.setdefault(key, {})[gw.name] = Cell(statistics.median(times), "", w.load_avg, w.others_cores)
 
     # Per-chunk transit (Ollama's route: chunks carry created_at) and jitter (the OpenAI route).
-    for path in (OLLAMA, V1):
+    for path in (OLLAMA, V1) if "transit" in args.rows else ():
         for gw in core:
             if not route_ok(f"transit {path}", gw, path):
                 if path == OLLAMA and gw.up and not gw.ollama_routes:
@@ -530,11 +536,11 @@ def run_rows(args, gateways: dict[str, Gateway], variants: list[str], double: Do
     embed = {"model": model, "input": "Why is the sky blue?"}
     embed_why = None
     double.configure()
-    if not double.has_route("/api/embed", embed):
+    if "embeddings" in args.rows and not double.has_route("/api/embed", embed):
         embed_why = "not run: the Ollama double has no /api/embed yet (it answered 404)"
-    elif gateways[SERVICE].up and not double.has_route("/api/embed", embed, gateways[SERVICE].url):
+    elif "embeddings" in args.rows and not double.has_route("/api/embed", embed, gateways[SERVICE].url):
         embed_why = "not run: the service has no /api/embed route yet (it answered 404)"
-    for gw in core:
+    for gw in core if "embeddings" in args.rows else ():
         for q in ("p50", "p99"):
             if embed_why:
                 skip(f"embed {q}", gw, embed_why)
@@ -546,7 +552,7 @@ def run_rows(args, gateways: dict[str, Gateway], variants: list[str], double: Do
         res.setdefault("embed p99", {})[gw.name] = Cell(x.p99_ms, "", x.window.load_avg, x.window.others_cores)
 
     # A client that leaves mid-answer: how long until the upstream request closes.
-    for stream in (True, False):
+    for stream in (True, False) if "disconnect" in args.rows else ():
         key = f"disconnect {'stream' if stream else 'whole'}"
         for gw in core:
             if not route_ok(key, gw, V1):
@@ -676,9 +682,23 @@ def judge(res: Results) -> list[tuple[str, str, bool | None]]:
         known = all(x == x for x in inputs)
         out.append((target, measured if known else "not measured", ok if known else None))
 
+    def busy(*keys: str) -> str:
+        """A latency figure taken while other work kept the cores busy says more about them than about us."""
+        cells = [c for k in keys for c in res.get(k, {}).values()]
+        others = max((c.others_cores for c in cells if c.others_cores == c.others_cores), default=0.0)
+        return f"; other work kept {others:.1f} cores busy: noise-bound" if others > NOISY_OTHERS_CORES else ""
+
     p50, p99 = v(f"unloaded {V1} p50", SERVICE), v(f"unloaded {V1} p99", SERVICE)
-    add(f"unloaded added p50 <= {TARGET_ADDED_P50_MS} ms", fmt(p50, "ms", True), p50 <= TARGET_ADDED_P50_MS, p50)
-    add(f"unloaded added p99 <= {TARGET_ADDED_P99_MS:g} ms", fmt(p99, "ms", True), p99 <= TARGET_ADDED_P99_MS, p99)
+    noise = busy(f"unloaded {V1} p50")
+    add(
+        f"unloaded added p50 <= {TARGET_ADDED_P50_MS} ms", fmt(p50, "ms", True) + noise, p50 <= TARGET_ADDED_P50_MS, p50
+    )
+    add(
+        f"unloaded added p99 <= {TARGET_ADDED_P99_MS:g} ms",
+        fmt(p99, "ms", True) + noise,
+        p99 <= TARGET_ADDED_P99_MS,
+        p99,
+    )
     cpu, cpu_ngx = v(f"saturation {V1} cpu", SERVICE), v(f"saturation {V1} cpu", "nginx")
     r = cpu / cpu_ngx if cpu_ngx else float("nan")
     add(f"CPU per non-streamed request <= {TARGET_CPU_VS_NGINX:g} x nginx's",
@@ -700,7 +720,8 @@ def judge(res: Results) -> list[tuple[str, str, bool | None]]:
         add(f"first byte <= {TARGET_FIRST_BYTE_MS:g} ms ({path})", fmt(fb, "ms"), fb <= TARGET_FIRST_BYTE_MS, fb)
     tr, tr_d = v(f"transit {OLLAMA} p99", SERVICE), v(f"transit {OLLAMA} p99", "direct")
     add(f"transit p99 <= {TARGET_TRANSIT_P99_MS:g} ms ({OLLAMA}, arrival - the double's send)",
-        f"{fmt(tr, 'ms')} (direct {fmt(tr_d, 'ms')})", tr <= TARGET_TRANSIT_P99_MS, tr)  # fmt: skip
+        f"{fmt(tr, 'ms')} (direct {fmt(tr_d, 'ms')}){busy(f'transit {OLLAMA} p99')}",
+        tr <= TARGET_TRANSIT_P99_MS, tr)  # fmt: skip
     for kind in ("stream", "whole"):
         d = v(f"disconnect {kind}", SERVICE)
         how = res.get(f"disconnect {kind}", {}).get(SERVICE, Cell()).text
@@ -777,6 +798,13 @@ def main() -> int:
     parser.add_argument("--disconnect-wait", type=float, default=5.0, help="bounded wait for the upstream to close")
     parser.add_argument("--disconnect-trials", type=int, default=3)
     parser.add_argument("--log-level", default="INFO", help="the service's LOG_LEVEL (default INFO, as deployed)")
+    parser.add_argument(
+        "--rows",
+        type=lambda text: set(text.split(",")),
+        default=set(SECTIONS),
+        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
+    )
+    parser.add_argument("--openai-only", action="store_true", help=f"only {V1}, not {OLLAMA}")
     parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out (its row says so)")
     parser.add_argument("--no-httpx", action="store_true", help="leave out the httpx-aiohttp variant")
     parser.add_argument(
@@ -789,6 +817,8 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="also py-spy the service under load; raw stacks to this file")
     parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs and configs")
     args = parser.parse_args()
+    if args.rows - set(SECTIONS):
+        parser.error(f"--rows: unknown {sorted(args.rows - set(SECTIONS))}; known: {', '.join(SECTIONS)}")
     command = shlex.join([os.path.relpath(sys.executable), *sys.argv])
 
     for binary, package in (("wrk", "wrk"),):
