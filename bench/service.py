@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -215,8 +215,8 @@ def wrk(url: str, payload: bytes, headers: dict[str, str], connections: int, sec
 def measured_load(
     gw: Gateway, double: Double, path: str, payload: bytes, connections: int, seconds: float, workdir: Path
 ) -> Load:
-    """2 s of warm-up (connections, pools), then `seconds` measured by wrk, with what the run cost (Window)."""
-    wrk(gw.url + path, payload, gw.headers, connections, 2, workdir)
+    """1 s of warm-up (connections, pools), then `seconds` measured by wrk, with what the run cost (Window)."""
+    wrk(gw.url + path, payload, gw.headers, connections, 1, workdir)
     settle(gw.pid, double.pid)
     window = Window(gw, double)
     result = wrk(gw.url + path, payload, gw.headers, connections, seconds, workdir)
@@ -408,6 +408,7 @@ class Cell:
     text: str = ""  # what to print instead of (or after) the value: why it did not run, how it ended
     load_avg: float = float("nan")  # 1-minute load average when the measurement started
     others_cores: float = float("nan")  # cores busy with other work meanwhile (Window)
+    rounds: list[float] = field(default_factory=list)  # each round's figure, in order (rounds interleave gateways)
 
 
 Results = dict[str, dict[str, Cell]]  # row key -> gateway name -> cell
@@ -483,7 +484,7 @@ def run_rows(args, gateways: dict[str, Gateway], variants: list[str], double: Do
                 la = max(x.window.load_avg for x in loads)
                 others = max(x.window.others_cores for x in loads)
                 for figure, values in figures.items():
-                    cell = Cell(statistics.median(values), note, la, others)
+                    cell = Cell(statistics.median(values), note, la, others, values)
                     res.setdefault(f"{kind} {path} {figure}", {})[name] = cell
 
     # Streaming: 1,000-chunk answers on 8 connections.
@@ -700,7 +701,8 @@ def judge(res: Results) -> list[tuple[str, str, bool | None]]:
         p99,
     )
     cpu, cpu_ngx = v(f"saturation {V1} cpu", SERVICE), v(f"saturation {V1} cpu", "nginx")
-    r = cpu / cpu_ngx if cpu_ngx else float("nan")
+    pairs = paired_ratios(res.get(f"saturation {V1} cpu", {}), SERVICE, "nginx")
+    r = statistics.median(pairs) if pairs else float("nan")
     add(f"CPU per non-streamed request <= {TARGET_CPU_VS_NGINX:g} x nginx's",
         f"{fmt(cpu, 'ms')} vs {fmt(cpu_ngx, 'ms')} = {r:.1f} x", r <= TARGET_CPU_VS_NGINX, r)  # fmt: skip
     ch, ch_ngx = v(f"stream {V1} cpu", SERVICE), v(f"stream {V1} cpu", "nginx")
@@ -742,7 +744,6 @@ def print_variants(res: Results, variants: list[str]) -> None:
     header = ["service", *(k[1] for k in keys), f"CPU / request vs shipped ({V1})", "load avg; others' cores"]
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
-    base = res.get(f"saturation {V1} cpu", {}).get(SERVICE, Cell()).value
     for name in [SERVICE, *variants]:
         cells = []
         for key, _, unit, added in keys:
@@ -753,11 +754,36 @@ def print_variants(res: Results, variants: list[str]) -> None:
                 cells.append(cell.text or "–")
             else:
                 value = cell.value - res[key]["direct"].value if added else cell.value
-                cells.append(fmt(value, unit, sign=added))
-        mine = res.get(f"saturation {V1} cpu", {}).get(name, Cell()).value
-        change = f"{(mine / base - 1) * 100:+.1f} %" if name != SERVICE and mine == mine and base == base else "–"
+                text = fmt(value, unit, sign=added)
+                if len(cell.rounds) > 1 and not added:
+                    text += f" ({fmt(min(cell.rounds), unit)}–{fmt(max(cell.rounds), unit)})"
+                cells.append(text)
+        change = "–" if name == SERVICE else percent_change(res.get(f"saturation {V1} cpu", {}), name)
         la = load_note([res.get(f"saturation {V1} cpu", {}).get(name, Cell())])
         print("| " + " | ".join([name, *cells, change, la]) + " |")
+
+
+def paired_ratios(cells: dict[str, Cell], name: str, base: str = SERVICE) -> list[float]:
+    """`name`'s figure over `base`'s, round by round (each pair measured seconds apart, so a neighbour's load that
+    comes and goes cancels out); the medians' ratio when there were no rounds. [] when either is missing."""
+    mine, theirs = cells.get(name), cells.get(base)
+    if mine is None or theirs is None or mine.value != mine.value or theirs.value != theirs.value:
+        return []
+    if theirs.value == 0:
+        return []
+    pairs = [m / t for m, t in zip(mine.rounds, theirs.rounds, strict=False) if t]
+    return pairs or [mine.value / theirs.value]
+
+
+def percent_change(cells: dict[str, Cell], name: str) -> str:
+    """`name` against the shipped service: the median of the per-round ratios, with their range."""
+    pairs = [r - 1 for r in paired_ratios(cells, name)]
+    if not pairs:
+        return "–"
+    text = f"{statistics.median(pairs) * 100:+.1f} %"
+    if len(pairs) > 1:
+        text += f" ({min(pairs) * 100:+.0f} to {max(pairs) * 100:+.0f})"
+    return text
 
 
 def profile_service(gw: Gateway, double: Double, seconds: float, out: Path, workdir: Path) -> None:
@@ -867,8 +893,9 @@ def main() -> int:
     print(f"load average (1/5/15 min): {' / '.join(f'{x:.2f}' for x in started_load)} at the start, "
           f"{' / '.join(f'{x:.2f}' for x in ended_load)} at the end  ")  # fmt: skip
     print(f"versions: {versions(list(gateways.values()))}  ")
+    rounds = f"; unloaded and saturation rows: median of {args.rounds} interleaved rounds" if args.rounds > 1 else ""
     print("load generator: wrk; CPU: the gateway's whole process tree from /proc; latency rows show what each "
-          "gateway adds over direct\n")  # fmt: skip
+          f"gateway adds over direct{rounds}\n")  # fmt: skip
     print_side_by_side(res, gateways)
     print("\n**Targets** (issue 15, judged from this run)\n")
     print("| target | measured | met |\n|---|---|---|")
@@ -884,8 +911,9 @@ def main() -> int:
         if hx and hx in cpu and cpu[hx].value == cpu[hx].value and SERVICE in cpu:
             more = cpu[hx].value / cpu[SERVICE].value - 1
             verdict = "adopt the httpx API" if more <= HTTPX_ADOPT_IF_CPU_WITHIN else "keep aiohttp's API"
-            print(f"\nhttpx.AsyncClient over httpx-aiohttp: {more * 100:+.1f} % CPU per request vs the shipped aiohttp "
-                  f"client (rule: adopt if <= +{HTTPX_ADOPT_IF_CPU_WITHIN:.0%}): {verdict}")  # fmt: skip
+            print(f"\nhttpx.AsyncClient over httpx-aiohttp: {cpu[hx].value:.3f} vs {cpu[SERVICE].value:.3f} ms CPU per "
+                  f"request, {percent_change(cpu, hx)} against the shipped aiohttp client (rule: adopt if <= "
+                  f"+{HTTPX_ADOPT_IF_CPU_WITHIN:.0%}): {verdict}")  # fmt: skip
     if max(started_load[0], ended_load[0]) > 0.5 * (os.cpu_count() or 1):
         print("\nother work was sharing the CPUs during this run: compare CPU per request and ratios, not req/s.")
     for gw in gateways.values():
