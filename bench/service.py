@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,7 +48,7 @@ import httpx
 import peers
 from peers import Gateway, ServiceSpec, tree_cpu_seconds
 
-SECTIONS = ("unloaded", "saturation", "streaming", "first-byte", "transit", "embeddings", "disconnect")
+SECTIONS = ("unloaded", "saturation", "paired", "streaming", "first-byte", "transit", "embeddings", "disconnect")
 V1 = "/v1/chat/completions"
 OLLAMA = "/api/chat"
 PROMPT = [{"role": "user", "content": "Why is the sky blue?"}]
@@ -197,19 +198,33 @@ class Load:
         return self.window.double_cpu_s * 1e3 / self.requests if self.requests else float("nan")
 
 
-def wrk(url: str, payload: bytes, headers: dict[str, str], connections: int, seconds: float, workdir: Path) -> Load:
-    script = workdir / "post.lua"
+def start_wrk(
+    url: str, payload: bytes, headers: dict[str, str], connections: int, seconds: float, workdir: Path
+) -> Callable[[], Load]:
+    """Start wrk; the returned function waits for it and reads its result."""
+    fd, name = tempfile.mkstemp(suffix=".lua", dir=workdir)  # its own script: two may run at once
+    script = Path(name)
     extra = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
-    script.write_text(WRK_SCRIPT.replace("@BODY@", payload.decode()).replace("@HEADERS@", extra))
+    with os.fdopen(fd, "w") as f:
+        f.write(WRK_SCRIPT.replace("@BODY@", payload.decode()).replace("@HEADERS@", extra))
     threads = max(1, min(os.cpu_count() or 1, connections))
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "30s", "-s", str(script), url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=True).stdout
-    script.unlink()  # it may hold LiteLLM's key
-    match = re.search(r"^BENCH (\d+) (\d+) (\d+) (\d+) (\d+)$", out, re.M)
-    if not match:
-        raise SystemExit(f"could not read wrk's result:\n{out}")
-    n, dur_us, p50_us, p99_us, errors = map(int, match.groups())
-    return Load(n, dur_us / 1e6, p50_us / 1e3, p99_us / 1e3, errors)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish() -> Load:
+        out, err = proc.communicate(timeout=seconds + 120)
+        script.unlink()  # it may hold LiteLLM's key
+        match = re.search(r"^BENCH (\d+) (\d+) (\d+) (\d+) (\d+)$", out, re.M)
+        if proc.returncode != 0 or not match:
+            raise SystemExit(f"wrk failed ({proc.returncode}):\n{out}\n{err}")
+        n, dur_us, p50_us, p99_us, errors = map(int, match.groups())
+        return Load(n, dur_us / 1e6, p50_us / 1e3, p99_us / 1e3, errors)
+
+    return finish
+
+
+def wrk(url: str, payload: bytes, headers: dict[str, str], connections: int, seconds: float, workdir: Path) -> Load:
+    return start_wrk(url, payload, headers, connections, seconds, workdir)()
 
 
 def measured_load(
@@ -222,6 +237,23 @@ def measured_load(
     result = wrk(gw.url + path, payload, gw.headers, connections, seconds, workdir)
     result.window = window.close()
     return result
+
+
+def concurrent_pair(
+    a: Gateway, b: Gateway, double: Double, path: str, payload: bytes, connections: int, seconds: float, workdir: Path
+) -> tuple[Load, Load]:
+    """The same load on `a` and `b` at the same time (`connections` each), so whatever else the machine does hits
+    both alike; what each process tree spent per request over the same window."""
+    warm = [start_wrk(g.url + path, payload, g.headers, connections, 1, workdir) for g in (a, b)]
+    for finish in warm:
+        finish()
+    settle(a.pid, b.pid, double.pid)
+    windows = [Window(g, double) for g in (a, b)]
+    runs = [start_wrk(g.url + path, payload, g.headers, connections, seconds, workdir) for g in (a, b)]
+    loads = [finish() for finish in runs]
+    for load, window in zip(loads, windows, strict=True):
+        load.window = window.close()
+    return loads[0], loads[1]
 
 
 @dataclass
@@ -487,6 +519,27 @@ def run_rows(args, gateways: dict[str, Gateway], variants: list[str], double: Do
                     cell = Cell(statistics.median(values), note, la, others, values)
                     res.setdefault(f"{kind} {path} {figure}", {})[name] = cell
 
+    # Variants against the shipped service at the same time: the comparison a neighbour's load cannot skew.
+    if "paired" in args.rows and gateways[SERVICE].up:
+        payload = body(model, stream=False)
+        ratios: dict[str, list[float]] = {}
+        loads_seen: dict[str, list[Window]] = {}
+        for r in range(args.rounds):
+            for name in variants:
+                gw = gateways[name]
+                if not gw.up:
+                    skip("paired cpu", gw, f"not run: {gw.why_not}")
+                    continue
+                say(f"paired, 16 + 16 connections, {V1}: {SERVICE} beside {name} (round {r + 1}/{args.rounds})")
+                double.configure()
+                shipped, other = concurrent_pair(gateways[SERVICE], gw, double, V1, payload, 16, args.duration, workdir)
+                ratios.setdefault(name, []).append(other.cpu_ms_per_request / shipped.cpu_ms_per_request)
+                loads_seen.setdefault(name, []).append(other.window)
+        for name, values in ratios.items():
+            windows = loads_seen[name]
+            la, others = max(w.load_avg for w in windows), max(w.others_cores for w in windows)
+            res.setdefault("paired cpu", {})[name] = Cell(statistics.median(values), "", la, others, values)
+
     # Streaming: 1,000-chunk answers on 8 connections.
     for path in paths if "streaming" in args.rows else ():
         key = f"stream {path}"
@@ -741,7 +794,8 @@ def print_variants(res: Results, variants: list[str]) -> None:
         (f"saturation {OLLAMA} cpu", f"CPU / request, {OLLAMA}", "ms", False),
         (f"stream {V1} cpu", f"CPU / chunk, {V1}", "us", False),
     ]
-    header = ["service", *(k[1] for k in keys), f"CPU / request vs shipped ({V1})", "load avg; others' cores"]
+    header = ["service", *(k[1] for k in keys), "CPU / request vs shipped: one after the other",
+              "… at the same time (paired)", "load avg; others' cores"]  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for name in [SERVICE, *variants]:
@@ -759,8 +813,11 @@ def print_variants(res: Results, variants: list[str]) -> None:
                     text += f" ({fmt(min(cell.rounds), unit)}–{fmt(max(cell.rounds), unit)})"
                 cells.append(text)
         change = "–" if name == SERVICE else percent_change(res.get(f"saturation {V1} cpu", {}), name)
-        la = load_note([res.get(f"saturation {V1} cpu", {}).get(name, Cell())])
-        print("| " + " | ".join([name, *cells, change, la]) + " |")
+        paired = "–" if name == SERVICE else paired_change(res.get("paired cpu", {}).get(name))
+        la = load_note(
+            [res.get(f"saturation {V1} cpu", {}).get(name, Cell()), res.get("paired cpu", {}).get(name, Cell())]
+        )
+        print("| " + " | ".join([name, *cells, change, paired, la]) + " |")
 
 
 def paired_ratios(cells: dict[str, Cell], name: str, base: str = SERVICE) -> list[float]:
@@ -783,6 +840,16 @@ def percent_change(cells: dict[str, Cell], name: str) -> str:
     text = f"{statistics.median(pairs) * 100:+.1f} %"
     if len(pairs) > 1:
         text += f" ({min(pairs) * 100:+.0f} to {max(pairs) * 100:+.0f})"
+    return text
+
+
+def paired_change(cell: Cell | None) -> str:
+    """A paired cell holds the variant's CPU per request over the shipped service's, one ratio per round."""
+    if cell is None or cell.value != cell.value:
+        return cell.text if cell else "–"
+    text = f"{(cell.value - 1) * 100:+.1f} %"
+    if len(cell.rounds) > 1:
+        text += f" ({(min(cell.rounds) - 1) * 100:+.0f} to {(max(cell.rounds) - 1) * 100:+.0f})"
     return text
 
 
@@ -908,11 +975,15 @@ def main() -> int:
             print(f"- {spec.label}: {spec.describe()}")
         hx = next((s.label for s in specs if s.env.get("BENCH_UPSTREAM_CLIENT") == "httpx-aiohttp"), None)
         cpu = res.get(f"saturation {V1} cpu", {})
+        paired = res.get("paired cpu", {}).get(hx)
         if hx and hx in cpu and cpu[hx].value == cpu[hx].value and SERVICE in cpu:
             more = cpu[hx].value / cpu[SERVICE].value - 1
+            if paired is not None and paired.value == paired.value:
+                more = paired.value - 1  # the comparison measured at the same time wins
             verdict = "adopt the httpx API" if more <= HTTPX_ADOPT_IF_CPU_WITHIN else "keep aiohttp's API"
             print(f"\nhttpx.AsyncClient over httpx-aiohttp: {cpu[hx].value:.3f} vs {cpu[SERVICE].value:.3f} ms CPU per "
-                  f"request, {percent_change(cpu, hx)} against the shipped aiohttp client (rule: adopt if <= "
+                  f"request, {percent_change(cpu, hx)} one after the other, {paired_change(paired)} at the same time, "
+                  f"against the shipped aiohttp client (rule: adopt if <= "
                   f"+{HTTPX_ADOPT_IF_CPU_WITHIN:.0%}): {verdict}")  # fmt: skip
     if max(started_load[0], ended_load[0]) > 0.5 * (os.cpu_count() or 1):
         print("\nother work was sharing the CPUs during this run: compare CPU per request and ratios, not req/s.")
