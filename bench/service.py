@@ -5,6 +5,8 @@ the Ollama double and every gateway in front of it (bench/peers.py), then sends 
 
   unloaded     1 connection, non-streamed chats back to back: p50/p99 latency added over direct
   saturation   32 connections, non-streamed: req/s, and CPU ms per request of the gateway's whole process tree
+  paired       each service variant and the shipped service under the same load at the same time (16 + 16
+               connections): their CPU per request over one window, the ratio a neighbour's load cannot skew
   streaming    8 connections, 1,000-chunk answers at full speed: chunks/s, CPU us per chunk
   first byte   the double silent for 3 s (a cold model load): time to the first body byte, 8 streams at once
   transit      one token every 5 ms: arrival - the double's created_at of every chunk (Ollama's route, whose chunks
@@ -16,8 +18,8 @@ the Ollama double and every gateway in front of it (bench/peers.py), then sends 
 The OpenAI chat-completions route is the one every gateway serves, so the targets are judged there; Ollama's own
 /api/chat is measured too for the gateways that serve it. Every row prints the service's ratio to nginx and to
 LiteLLM; a peer that could not be installed or started prints why. The targets (issue 15) are judged from this
-one run and printed met / missed. Variants of the service (httpx over aiohttp, scratch copies, settings) get their
-own table of the CPU rows from the same run.
+one run and printed met / missed. Variants of the service (httpx over aiohttp, scratch copies, settings: `--variant`)
+get their own table of the CPU rows from the same run.
 
 On 2 cores the load generator (wrk, C), the gateway and the double share the CPUs, so req/s and latency move with
 anything else on the machine; CPU per request read from /proc moves far less, which is why the targets are ratios.
