@@ -29,6 +29,9 @@ if CLIENT not in ("httpx-aiohttp", "httpx"):
     raise SystemExit(f"BENCH_UPSTREAM_CLIENT={CLIENT!r}: expected httpx-aiohttp or httpx")
 
 
+_closing: set[asyncio.Task] = set()
+
+
 class _Response:
     """An httpx.Response seen through the aiohttp.ClientResponse attributes upstream.py uses."""
 
@@ -48,7 +51,9 @@ class _Response:
 
     def close(self) -> None:
         if not self._resp.is_closed:  # cancelled or failed half way: closing drops the connection
-            asyncio.ensure_future(self._resp.aclose())
+            task = asyncio.ensure_future(self._resp.aclose())
+            _closing.add(task)  # the loop keeps only a weak reference to a task
+            task.add_done_callback(_closing.discard)
 
 
 class _Session:
