@@ -103,9 +103,8 @@ double: venv ## Run the Ollama double on 127.0.0.1:11434
 	$(PY) -m tests.fakes.ollama --port 11434 --model $${MODEL_NAME:-llama3.2:1b}
 
 .PHONY: bench-service
-bench-service: venv ## Added latency / throughput of the service vs the double (one run, side by side)
-	@command -v wrk > /dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk > /dev/null
-	$(PY) bench/service.py
+bench-service: venv ## The double, nginx, the service and LiteLLM side by side, one run (installs wrk, nginx, LiteLLM)
+	$(PY) bench/service.py $(BENCH_ARGS)
 
 .PHONY: bench-image
 bench-image: testbed-up ## Image size over base and start-to-healthy time

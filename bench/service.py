@@ -1,161 +1,132 @@
-"""What the service adds on top of Ollama: the same load straight at the double and through the service.
+"""Side by side, in one run: the Ollama double alone, nginx (the floor), this service and the LiteLLM proxy (the peer).
 
-`make bench-service` (not a test: it prints a table, it asserts nothing). In one run it starts, on loopback only:
-  * the Ollama double (`python -m tests.fakes.ollama`, its own process, recording bounded),
-  * the service under uvicorn (its own process, `APP_ENV=local`, limits opened wide so they do not interfere),
-and measures
-  1. 32 concurrent non-streamed `POST /api/chat` for N seconds, direct and through the service: p50/p99
-     latency, requests/s, and the differences (added latency; throughput ratio). Load generator: `wrk` (C, one
-     thread per core) when installed, else a small raw-socket asyncio generator -- the table says which.
-  2. Time to first byte while upstream is silent (double first_token_delay): the service is meant to send an
-     early empty chunk within ~100 ms so Cloudflare's 100 s origin timer never fires.
-  3. Added per-chunk delay while streaming: every chunk carries the double's `created_at` (its wall clock at
-     send time, same machine), so arrival - created_at is the transit time of each chunk; through the service
-     minus direct is what the proxy adds per chunk. Inter-arrival gaps are printed too.
+`make bench-service` (not a test: it prints tables, it asserts nothing). One process tree starts, on loopback only,
+the Ollama double and every gateway in front of it (bench/peers.py), then sends each the same bodies:
 
-On 2 cores the load generator, the service and the double share the CPUs: the "service" run is the whole
-machine doing the job, which is the honest figure for a single Mac-Mini-sized box, but not a lab measurement.
+  unloaded     1 connection, non-streamed chats back to back: p50/p99 latency added over direct
+  saturation   32 connections, non-streamed: req/s, and CPU ms per request of the gateway's whole process tree
+  paired       each service variant and the shipped service under the same load at the same time (16 + 16
+               connections): their CPU per request over one window, the ratio a neighbour's load cannot skew
+  streaming    8 connections, 1,000-chunk answers at full speed: chunks/s, CPU us per chunk
+  first byte   the double silent for 3 s (a cold model load): time to the first body byte, 8 streams at once
+  transit      one token every 5 ms: arrival - the double's created_at of every chunk (Ollama's route, whose chunks
+               carry a send time), and the inter-arrival jitter on the OpenAI route
+  embeddings   /api/embed added latency, 1 connection (when the double and the service have the route)
+  disconnect   a client leaves mid-answer: time until the upstream request closes at the double (its records hold
+               `cancelled` and `finished_at`), bounded wait
+
+The OpenAI chat-completions route is the one every gateway serves, so the targets are judged there; Ollama's own
+/api/chat is measured too for the gateways that serve it. Every row prints the service's ratio to nginx and to
+LiteLLM; a peer that could not be installed or started prints why. The targets (issue 15) are judged from this
+one run and printed met / missed. Variants of the service (httpx over aiohttp, scratch copies, settings: `--variant`)
+get their own table of the CPU rows from the same run.
+
+On 2 cores the load generator (wrk, C), the gateway and the double share the CPUs, so req/s and latency move with
+anything else on the machine; CPU per request read from /proc moves far less, which is why the targets are ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import json
 import os
 import platform
 import re
-import shutil
-import signal
-import socket
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import peers
+from peers import Gateway, ServiceSpec, tree_cpu_seconds
 
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
-CHAT_BODY = {"model": "", "messages": [{"role": "user", "content": "Why is the sky blue?"}], "stream": False}
+SECTIONS = ("unloaded", "saturation", "paired", "streaming", "first-byte", "transit", "embeddings", "disconnect")
+V1 = "/v1/chat/completions"
+OLLAMA = "/api/chat"
+PROMPT = [{"role": "user", "content": "Why is the sky blue?"}]
+SERVICE = "service"  # the shipped service's column
+LITELLM = "LiteLLM"
+# Built-in variant: the service with httpx.AsyncClient over httpx-aiohttp (bench/service_variant.py).
+HTTPX_VARIANT = "service, httpx-aiohttp client: app=service_variant:app BENCH_UPSTREAM_CLIENT=httpx-aiohttp"
 
-# The targets of issue 2 and the published LiteLLM reference (1 instance, 2 CPU) they are judged against.
-TARGET_ADDED_P50_MS = 1.0
-TARGET_ADDED_P99_MS = 5.0
-TARGET_RPS = 950.0
-TARGET_RATIO = 0.80
+# Issue 15's targets, judged from one run.
+TARGET_ADDED_P50_MS = 0.25
+TARGET_ADDED_P99_MS = 1.0
+TARGET_CPU_VS_NGINX = 6.0
+TARGET_CHUNK_CPU_VS_NGINX = 1.2
+TARGET_VS_LITELLM = 20.0
 TARGET_FIRST_BYTE_MS = 100.0
-TARGET_CHUNK_P99_MS = 2.0
-LITELLM = {"p50": "3 ms", "p99": "31 ms", "rps": "475 req/s"}
+TARGET_TRANSIT_P99_MS = 2.0
+TARGET_DISCONNECT_S = 1.0
+# Above this many cores kept busy by other work during a row, its latencies are flagged as noise-bound.
+NOISY_OTHERS_CORES = 0.5
+HTTPX_ADOPT_IF_CPU_WITHIN = 0.10  # adopt the httpx API if it costs <= 10 % more CPU per request
 
 
-@dataclass
-class LoadResult:
-    requests: int
-    seconds: float
-    p50_ms: float
-    p99_ms: float
-    errors: int
-    cpu_ms: list[float] = field(default_factory=list)  # CPU ms per request of each measured process
-
-    @property
-    def rps(self) -> float:
-        return self.requests / self.seconds if self.seconds else 0.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def body(model: str, stream: bool) -> bytes:
+    return json.dumps({"model": model, "messages": PROMPT, "stream": stream}).encode()
 
 
 def percentile(values: list[float], pct: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[k]
+    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))]
 
 
-# -- processes ---------------------------------------------------------------------------------------------
+def load1() -> float:
+    return os.getloadavg()[0]
 
 
-def start_double(stack: ExitStack, model: str, logdir: Path) -> tuple[str, int]:
-    log = open(logdir / "double.log", "w")  # noqa: SIM115 - closed by the ExitStack
-    stack.callback(log.close)
-    proc = subprocess.Popen(
-        [PYTHON, "-m", "tests.fakes.ollama", "--port", "0", "--model", model],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    stack.callback(stop_process, proc)
-    line = proc.stdout.readline()
-    match = re.search(r"listening on (http://\S+)", line)
-    if not match:
-        raise SystemExit(f"the Ollama double did not start: {line!r}; see {logdir / 'double.log'}")
-    return match.group(1), proc.pid
+# -- the double's control API ---------------------------------------------------------------------------------------
 
 
-def start_service(stack: ExitStack, model: str, double_url: str, logdir: Path, log_level: str) -> tuple[str, int]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "APP_ENV": "local",
-        "MODEL_NAME": model,
-        "OLLAMA_BASE_URL": double_url,
-        "RATE_LIMIT_PER_MINUTE": "0",  # 0 disables the limiter (service/app/config.py)
-        "MAX_CONCURRENT": "64",  # above the load's 32, so no request waits in the service's queue
-        "MAX_QUEUE": "1000",
-        "LOG_LEVEL": log_level,
-    }
-    log = open(logdir / "service.log", "w")  # noqa: SIM115 - closed by the ExitStack
-    stack.callback(log.close)
-    cmd = [PYTHON, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--log-level", "warning", "--no-access-log"]
-    proc = subprocess.Popen(cmd, cwd=REPO / "service", env=env, stdout=log, stderr=subprocess.STDOUT)
-    stack.callback(stop_process, proc)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the service exited with {proc.returncode}:\n{(logdir / 'service.log').read_text()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return url, proc.pid
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"the service did not answer /health within 30 s; see {logdir / 'service.log'}")
+class Double:
+    def __init__(self, gateway: Gateway, model: str) -> None:
+        self.url = gateway.url
+        self.pid = gateway.pid
+        self.model = model
+
+    def configure(self, **knobs: object) -> None:
+        """Back to defaults, records cleared, then `knobs` (tests/fakes/ollama.py DoubleConfig)."""
+        httpx.post(f"{self.url}/_double/reset", timeout=10).raise_for_status()
+        httpx.post(f"{self.url}/_double/config", json=knobs, timeout=10).raise_for_status()
+
+    def records(self) -> list[dict]:
+        return httpx.get(f"{self.url}/_double/requests", timeout=30).json()
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """Until every recorded request has finished (a gateway that does not cancel keeps streaming after the
+        client left: the next measurement must not pay for it)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(r["finished_at"] is not None for r in self.records()):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def has_route(self, path: str, payload: dict, url: str = "") -> bool:
+        """Whether POST `path` exists at the double (or at `url`): anything but a 404."""
+        return httpx.post(f"{url or self.url}{path}", json=payload, timeout=10).status_code != 404
 
 
-def stop_process(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def configure_double(double_url: str, **knobs: object) -> None:
-    httpx.post(f"{double_url}/_double/reset", timeout=5).raise_for_status()
-    httpx.post(f"{double_url}/_double/config", json=knobs, timeout=5).raise_for_status()
-
-
-# -- 1. throughput and latency ---------------------------------------------------------------------------------
+# -- wrk ------------------------------------------------------------------------------------------------------------
 
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = [[@BODY@]]
 wrk.headers["Content-Type"] = "application/json"
+@HEADERS@
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("BENCH %d %d %d %d %d\\n", summary.requests, summary.duration,
@@ -165,156 +136,316 @@ end
 """
 
 
-def run_wrk(url: str, body: bytes, concurrency: int, seconds: float, workdir: Path) -> LoadResult:
-    script = workdir / "post.lua"
-    script.write_text(WRK_SCRIPT.replace("@BODY@", body.decode()))
-    threads = max(1, min(os.cpu_count() or 1, concurrency))
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds:.0f}s", "--timeout", "10s", "-s", str(script), url],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        check=True,
-    ).stdout
-    match = re.search(r"^BENCH (\d+) (\d+) (\d+) (\d+) (\d+)$", out, re.M)
-    if not match:
-        raise SystemExit(f"could not read wrk's result:\n{out}")
-    n, dur_us, p50_us, p99_us, errors = map(int, match.groups())
-    return LoadResult(n, dur_us / 1e6, p50_us / 1e3, p99_us / 1e3, errors)
-
-
-async def _py_worker(host: str, port: int, path: str, body: bytes, stop_at: float, lat: list[float]) -> int:
-    """One keep-alive connection sending requests back to back; returns the number of non-200 answers."""
-    reader, writer = await asyncio.open_connection(host, port)
-    request = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
-    errors = 0
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have been busy since boot (/proc/stat: user nice system irq softirq steal)."""
     try:
-        while time.perf_counter() < stop_at:
-            t0 = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"(?i)content-length:\s*(\d+)", head).group(1))
-            await reader.readexactly(length)
-            lat.append(time.perf_counter() - t0)
-            errors += not head.startswith(b"HTTP/1.1 200")
-    finally:
-        writer.close()
-    return errors
-
-
-def run_python_load(url: str, body: bytes, concurrency: int, seconds: float) -> LoadResult:
-    """Fallback load generator (no wrk): raw HTTP/1.1 keep-alive over asyncio, on uvloop when present."""
-    parsed = httpx.URL(url)
-    lat: list[float] = []
-
-    async def main() -> int:
-        stop_at = time.perf_counter() + seconds
-        results = await asyncio.gather(
-            *(_py_worker(parsed.host, parsed.port, parsed.path, body, stop_at, lat) for _ in range(concurrency))
-        )
-        return sum(results)
-
-    try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover
-        runner = asyncio.run
-    t0 = time.perf_counter()
-    errors = runner(main())
-    elapsed = time.perf_counter() - t0
-    ms = [x * 1e3 for x in lat]
-    return LoadResult(len(ms), elapsed, percentile(ms, 50), percentile(ms, 99), errors)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used (Linux /proc; NaN elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
     except OSError:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def load(
-    url: str, body: bytes, concurrency: int, seconds: float, workdir: Path, use_wrk: bool, pids: list[int]
-) -> LoadResult:
-    """Warm up for 2 s, then measure; also the CPU time each of `pids` spent per request (ms), which a
-    neighbour's work on the same cores disturbs far less than latency and req/s do."""
+class Window:
+    """What a measured run cost: CPU seconds of the gateway's process tree and of the double's, and how many cores
+    everything else on the machine kept busy meanwhile (machine busy time minus this bench's own process tree, wrk
+    included): the neighbours' share, which the load average alone cannot tell apart from our own load."""
 
-    def run(secs: float) -> LoadResult:
-        if use_wrk:
-            return run_wrk(url, body, concurrency, secs, workdir)
-        return run_python_load(url, body, concurrency, secs)
+    def __init__(self, gw: Gateway, double: Double) -> None:
+        self.pids = (gw.pid, double.pid)
+        self.load_avg = load1()
+        self.t0 = time.monotonic()
+        self.gw0, self.double0 = (tree_cpu_seconds(p) for p in self.pids)
+        self.mine0, self.busy0 = tree_cpu_seconds(os.getpid()), machine_busy_seconds()
 
-    run(min(2.0, seconds))  # warm-up: connections and pools
-    before = [cpu_seconds(pid) for pid in pids]
-    result = run(seconds)
-    result.cpu_ms = [
-        (cpu_seconds(pid) - b) * 1e3 / max(result.requests, 1) for pid, b in zip(pids, before, strict=True)
-    ]
+    def close(self) -> Window:
+        self.seconds = time.monotonic() - self.t0
+        self.cpu_s = tree_cpu_seconds(self.pids[0]) - self.gw0
+        self.double_cpu_s = tree_cpu_seconds(self.pids[1]) - self.double0
+        mine = tree_cpu_seconds(os.getpid()) - self.mine0
+        self.others_cores = max(0.0, machine_busy_seconds() - self.busy0 - mine) / self.seconds
+        return self
+
+
+def settle(*pids: int, timeout: float = 15.0) -> None:
+    """Until the process trees are idle (< 5 % of a core over 0.5 s): what the warm-up left behind (a gateway that
+    finishes answers after the client left, logging callbacks) is not counted in the measured run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = sum(tree_cpu_seconds(p) for p in pids)
+        time.sleep(0.5)
+        if sum(tree_cpu_seconds(p) for p in pids) - before < 0.025:
+            return
+
+
+@dataclass
+class Load:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    window: Window | None = None
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.window.cpu_s * 1e3 / self.requests if self.requests else float("nan")
+
+    @property
+    def double_cpu_ms_per_request(self) -> float:
+        return self.window.double_cpu_s * 1e3 / self.requests if self.requests else float("nan")
+
+
+def start_wrk(
+    url: str, payload: bytes, headers: dict[str, str], connections: int, seconds: float, workdir: Path
+) -> Callable[[], Load]:
+    """Start wrk; the returned function waits for it and reads its result."""
+    fd, name = tempfile.mkstemp(suffix=".lua", dir=workdir)  # its own script: two may run at once
+    script = Path(name)
+    extra = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+    with os.fdopen(fd, "w") as f:
+        f.write(WRK_SCRIPT.replace("@BODY@", payload.decode()).replace("@HEADERS@", extra))
+    threads = max(1, min(os.cpu_count() or 1, connections))
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:.0f}s", "--timeout", "30s", "-s", str(script), url]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish() -> Load:
+        out, err = proc.communicate(timeout=seconds + 120)
+        script.unlink()  # it may hold LiteLLM's key
+        match = re.search(r"^BENCH (\d+) (\d+) (\d+) (\d+) (\d+)$", out, re.M)
+        if proc.returncode != 0 or not match:
+            raise SystemExit(f"wrk failed ({proc.returncode}):\n{out}\n{err}")
+        n, dur_us, p50_us, p99_us, errors = map(int, match.groups())
+        return Load(n, dur_us / 1e6, p50_us / 1e3, p99_us / 1e3, errors)
+
+    return finish
+
+
+def wrk(url: str, payload: bytes, headers: dict[str, str], connections: int, seconds: float, workdir: Path) -> Load:
+    return start_wrk(url, payload, headers, connections, seconds, workdir)()
+
+
+def measured_load(
+    gw: Gateway, double: Double, path: str, payload: bytes, connections: int, seconds: float, workdir: Path
+) -> Load:
+    """1 s of warm-up (connections, pools), then `seconds` measured by wrk, with what the run cost (Window)."""
+    wrk(gw.url + path, payload, gw.headers, connections, 1, workdir)
+    settle(gw.pid, double.pid)
+    window = Window(gw, double)
+    result = wrk(gw.url + path, payload, gw.headers, connections, seconds, workdir)
+    result.window = window.close()
     return result
 
 
-# -- 2. first byte while upstream is silent ----------------------------------------------------------------------
+def concurrent_pair(
+    a: Gateway, b: Gateway, double: Double, path: str, payload: bytes, connections: int, seconds: float, workdir: Path
+) -> tuple[Load, Load]:
+    """The same load on `a` and `b` at the same time (`connections` each), so whatever else the machine does hits
+    both alike; what each process tree spent per request over the same window."""
+    warm = [start_wrk(g.url + path, payload, g.headers, connections, 1, workdir) for g in (a, b)]
+    for finish in warm:
+        finish()
+    settle(a.pid, b.pid, double.pid)
+    windows = [Window(g, double) for g in (a, b)]
+    runs = [start_wrk(g.url + path, payload, g.headers, connections, seconds, workdir) for g in (a, b)]
+    loads = [finish() for finish in runs]
+    for load, window in zip(loads, windows, strict=True):
+        load.window = window.close()
+    return loads[0], loads[1]
 
 
-async def first_bytes(url: str, model: str, clients: int) -> tuple[list[float], list[float]]:
-    """Time to response headers and to the first body bytes of a streamed chat, for `clients` at once."""
-    body = {**CHAT_BODY, "model": model, "stream": True}
+@dataclass
+class Stream:
+    chunks: int
+    errors: int
+    window: Window
 
-    async def one(client: httpx.AsyncClient) -> tuple[float, float]:
+    @property
+    def chunks_per_s(self) -> float:
+        return self.chunks / self.window.seconds if self.window.seconds else 0.0
+
+    @property
+    def cpu_us_per_chunk(self) -> float:
+        return self.window.cpu_s * 1e6 / self.chunks if self.chunks else float("nan")
+
+
+async def stream_answers(gw: Gateway, path: str, payload: bytes, connections: int, seconds: float) -> tuple[int, int]:
+    """Each connection sends streamed chats back to back for `seconds` (at least one) and reads every answer to its
+    last chunk, so nothing is left running when the run ends (a gateway that does not cancel would otherwise keep
+    working for a client that left). Raw HTTP/1.1 over asyncio: it only looks for the end of the chunked body, so
+    the client costs little. Returns (complete 200 answers, errors)."""
+    host, port = gw.url.removeprefix("http://").rsplit(":", 1)
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in gw.headers.items())
+    request = (head + f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+    stop_at = time.monotonic() + seconds
+
+    async def connection() -> tuple[int, int]:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        answers = errors = 0
+        try:
+            while True:
+                writer.write(request)
+                response_head = await reader.readuntil(b"\r\n\r\n")
+                if b"transfer-encoding: chunked" not in response_head.lower():
+                    return answers, errors + 1  # not a stream: this client cannot frame it
+                tail = b""
+                while tail[-7:] != b"\r\n0\r\n\r\n":  # the chunked body's last, empty chunk (RFC 9112 7.1)
+                    data = await reader.read(1 << 18)
+                    if not data:
+                        return answers, errors + 1
+                    tail = (tail + data)[-7:]
+                if response_head.startswith(b"HTTP/1.1 200"):
+                    answers += 1
+                else:
+                    errors += 1
+                if time.monotonic() >= stop_at:
+                    return answers, errors
+        finally:
+            writer.close()
+
+    results = await asyncio.gather(*(connection() for _ in range(connections)))
+    return sum(r[0] for r in results), sum(r[1] for r in results)
+
+
+def run_async(coro):
+    try:
+        import uvloop  # the service's own dependency: a lighter client loop
+
+        return uvloop.run(coro)
+    except ImportError:  # pragma: no cover
+        return asyncio.run(coro)
+
+
+def measured_stream(gw: Gateway, double: Double, path: str, connections: int, seconds: float, chunks: int) -> Stream:
+    """Streamed answers of `chunks` chunks each, back to back on `connections` for `seconds`, every answer read to
+    its end; one answer per connection first as warm-up."""
+    payload = body(double.model, stream=True)
+    double.configure(token_count=chunks)
+    run_async(stream_answers(gw, path, payload, connections, 0))
+    settle(gw.pid, double.pid)
+    window = Window(gw, double)
+    answers, errors = run_async(stream_answers(gw, path, payload, connections, seconds))
+    return Stream(answers * chunks, errors, window.close())
+
+
+# -- first byte, transit, disconnect (asyncio + httpx as the client) -------------------------------------------------
+
+
+async def first_bytes(gw: Gateway, path: str, payload: bytes, clients: int) -> list[float]:
+    """ms to the first body bytes of `clients` streamed chats sent at once."""
+
+    async def one(client: httpx.AsyncClient) -> float:
         t0 = time.perf_counter()
-        async with client.stream("POST", f"{url}/api/chat", json=body) as r:
-            t_head = time.perf_counter() - t0
+        async with client.stream("POST", gw.url + path, content=payload, headers=gw.headers) as r:
             async for _ in r.aiter_raw():
-                return t_head, time.perf_counter() - t0
-        return t_head, float("nan")
+                return (time.perf_counter() - t0) * 1e3
+        return float("nan")
 
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=clients)) as client:
-        pairs = await asyncio.gather(*(one(client) for _ in range(clients)))
-    return [p[0] * 1e3 for p in pairs], [p[1] * 1e3 for p in pairs]
-
-
-# -- 3. per-chunk delay while streaming -----------------------------------------------------------------------------
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits, headers={"Content-Type": "application/json"}) as client:
+        return list(await asyncio.gather(*(one(client) for _ in range(clients))))
 
 
 def _epoch(created_at: str) -> float:
-    # "2025-01-01T10:00:00.123456Z" -> epoch seconds (the double writes microseconds, UTC).
-    from datetime import UTC, datetime
-
+    # The double writes "2025-01-01T10:00:00.123456Z" (UTC, microseconds).
     return datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
 
 
-async def chunk_timings(url: str, model: str, streams: int) -> tuple[list[float], list[float]]:
-    """(transit ms of every token chunk: arrival - double's created_at, inter-arrival gaps ms)."""
-    body = {**CHAT_BODY, "model": model, "stream": True}
+async def chunk_timings(gw: Gateway, path: str, payload: bytes, streams: int) -> tuple[list[float], list[float]]:
+    """(transit ms of every token chunk: arrival - the double's created_at, only on Ollama's route; inter-arrival
+    gaps ms). Token chunks only: a gateway's early empty chunk or SSE comment is skipped."""
 
     async def one(client: httpx.AsyncClient) -> tuple[list[float], list[float]]:
         transit, arrivals = [], []
-        async with client.stream("POST", f"{url}/api/chat", json=body) as r:
+        async with client.stream("POST", gw.url + path, content=payload, headers=gw.headers) as r:
             async for line in r.aiter_lines():
                 now = time.time()
-                if not line:
+                if line.startswith("data: {"):
+                    chunk = json.loads(line[6:])
+                    content = ((chunk.get("choices") or [{}])[0].get("delta") or {}).get("content") or ""
+                elif line.startswith("{"):
+                    chunk = json.loads(line)
+                    content = (chunk.get("message") or {}).get("content", "")
+                else:
                     continue
-                chunk = json.loads(line)
-                content = (chunk.get("message") or {}).get("content", "")
-                if chunk.get("done") or not content.strip().startswith("tok"):
-                    continue  # only the double's token chunks (not a service's early empty chunk)
-                transit.append((now - _epoch(chunk["created_at"])) * 1e3)
+                if not content.strip().startswith("tok"):
+                    continue
+                if "created_at" in chunk:
+                    transit.append((now - _epoch(chunk["created_at"])) * 1e3)
                 arrivals.append(now)
-        gaps = [(b - a) * 1e3 for a, b in zip(arrivals, arrivals[1:], strict=False)]
-        return transit, gaps
+        return transit, [(b - a) * 1e3 for a, b in zip(arrivals, arrivals[1:], strict=False)]
 
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=streams)) as client:
+    limits = httpx.Limits(max_connections=streams)
+    async with httpx.AsyncClient(timeout=60, limits=limits, headers={"Content-Type": "application/json"}) as client:
         results = await asyncio.gather(*(one(client) for _ in range(streams)))
     return [t for r in results for t in r[0]], [g for r in results for g in r[1]]
 
 
-# -- report ----------------------------------------------------------------------------------------------------------
+async def leave_early(gw: Gateway, path: str, payload: bytes, stream: bool) -> tuple[float, float]:
+    """Send one chat on a fresh connection, leave (close the socket) after the first token (streamed) or after
+    0.5 s (non-streamed, upstream still silent). Returns (time sent, time left), epoch seconds."""
+    host, port = gw.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in gw.headers.items())
+    head += f"Content-Length: {len(payload)}\r\n\r\n"
+    sent = time.time()
+    writer.write(head.encode() + payload)
+    try:
+        if stream:
+            seen = b""
+            async with asyncio.timeout(30):
+                while b"tok0" not in seen:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    seen = seen[-16:] + data
+        else:
+            await asyncio.sleep(0.5)
+    finally:
+        left = time.time()
+        writer.close()
+        await writer.wait_closed()
+    return sent, left
+
+
+def disconnect_to_close(gw: Gateway, double: Double, path: str, stream: bool, wait: float) -> tuple[float, str]:
+    """ms from the client leaving to the upstream request closing at the double, and how it ended."""
+    if stream:
+        double.configure(token_count=int(wait / 0.05), token_delay=0.05)  # an answer as long as the wait
+    else:
+        double.configure(token_count=5, first_token_delay=wait)  # silent for as long as the wait
+    sent, left = asyncio.run(leave_early(gw, path, body(double.model, stream), stream))
+    deadline = time.monotonic() + wait + 2
+    while True:
+        recs = [r for r in double.records() if r["path"] == path and r["started_at"] >= sent - 0.1]
+        if recs and recs[0]["finished_at"] is not None:
+            rec = recs[0]
+            how = "cancelled" if rec["cancelled"] else "ran to the end" if rec["completed"] else "closed"
+            return (rec["finished_at"] - left) * 1e3, how
+        if time.monotonic() > deadline:
+            return float("inf"), "still open" if recs else "never forwarded"
+        time.sleep(0.02)
+
+
+# -- the run ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    value: float = float("nan")
+    text: str = ""  # what to print instead of (or after) the value: why it did not run, how it ended
+    load_avg: float = float("nan")  # 1-minute load average when the measurement started
+    others_cores: float = float("nan")  # cores busy with other work meanwhile (Window)
+    rounds: list[float] = field(default_factory=list)  # each round's figure, in order (rounds interleave gateways)
+
+
+Results = dict[str, dict[str, Cell]]  # row key -> gateway name -> cell
 
 
 def machine() -> str:
@@ -326,113 +457,541 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (
-        f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}, Python {platform.python_version()}"
+    system = f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    return f"{os.cpu_count()} cores ({cpu}), {system}"
+
+
+def versions(gateways: list[Gateway]) -> str:
+    libs = ", ".join(f"{n} {importlib.metadata.version(n)}" for n in ("uvicorn", "fastapi", "aiohttp", "httpx"))
+    peers_ = ", ".join(f"{g.name} {g.version}" for g in gateways if g.version)
+    return f"{peers_}; service: {libs}"
+
+
+def run_rows(args, gateways: dict[str, Gateway], variants: list[str], double: Double, workdir: Path) -> Results:
+    res: Results = {}
+    model = args.model
+    core = [g for g in gateways.values() if g.name not in variants]
+
+    def skip(key: str, gw: Gateway, why: str) -> None:
+        res.setdefault(key, {})[gw.name] = Cell(text=why)
+
+    def route_ok(key: str, gw: Gateway, path: str) -> bool:
+        if not gw.up:
+            skip(key, gw, f"not run: {gw.why_not}")
+            return False
+        if path.startswith("/api/") and not gw.ollama_routes:
+            skip(key, gw, "n/a: serves the OpenAI routes only")
+            return False
+        return True
+
+    def say(what: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')} load {load1():.2f}] {what}", file=sys.stderr, flush=True)
+
+    paths = (V1,) if args.openai_only else (V1, OLLAMA)
+    # Unloaded and saturation: the same non-streamed bodies; rounds interleave the gateways.
+    for path in paths:
+        payload = body(model, stream=False)
+        for conns, seconds, kind in ((1, args.unloaded_duration, "unloaded"), (32, args.duration, "saturation")):
+            if kind not in args.rows:
+                continue
+            runs: dict[str, list[Load]] = {}
+            for r in range(args.rounds):
+                for gw in gateways.values():
+                    if not route_ok(f"{kind} {path}", gw, path):
+                        continue
+                    if gw.name in variants and (path, kind) == (OLLAMA, "unloaded"):
+                        continue
+                    say(f"{kind} {path}, {conns} connection(s): {gw.name} (round {r + 1}/{args.rounds})")
+                    double.configure()
+                    run = measured_load(gw, double, path, payload, conns, seconds, workdir)
+                    runs.setdefault(gw.name, []).append(run)
+            for name, loads in runs.items():
+                errors = sum(x.errors for x in loads)
+                note = f"{errors} errors" if errors else ""
+                figures = {
+                    "p50": [x.p50_ms for x in loads],
+                    "p99": [x.p99_ms for x in loads],
+                    "rps": [x.rps for x in loads],
+                    "cpu": [x.cpu_ms_per_request for x in loads],
+                    "double cpu": [x.double_cpu_ms_per_request for x in loads],
+                }
+                la = max(x.window.load_avg for x in loads)
+                others = max(x.window.others_cores for x in loads)
+                for figure, values in figures.items():
+                    cell = Cell(statistics.median(values), note, la, others, values)
+                    res.setdefault(f"{kind} {path} {figure}", {})[name] = cell
+
+    # Variants against the shipped service at the same time: the comparison a neighbour's load cannot skew.
+    if "paired" in args.rows and gateways[SERVICE].up:
+        payload = body(model, stream=False)
+        ratios: dict[str, list[float]] = {}
+        loads_seen: dict[str, list[Window]] = {}
+        for r in range(args.rounds):
+            for name in variants:
+                gw = gateways[name]
+                if not gw.up:
+                    skip("paired cpu", gw, f"not run: {gw.why_not}")
+                    continue
+                say(f"paired, 16 + 16 connections, {V1}: {SERVICE} beside {name} (round {r + 1}/{args.rounds})")
+                double.configure()
+                shipped, other = concurrent_pair(gateways[SERVICE], gw, double, V1, payload, 16, args.duration, workdir)
+                ratios.setdefault(name, []).append(other.cpu_ms_per_request / shipped.cpu_ms_per_request)
+                loads_seen.setdefault(name, []).append(other.window)
+        for name, values in ratios.items():
+            windows = loads_seen[name]
+            la, others = max(w.load_avg for w in windows), max(w.others_cores for w in windows)
+            res.setdefault("paired cpu", {})[name] = Cell(statistics.median(values), "", la, others, values)
+
+    # Streaming: 1,000-chunk answers on 8 connections.
+    for path in paths if "streaming" in args.rows else ():
+        key = f"stream {path}"
+        for gw in gateways.values():
+            if not route_ok(key, gw, path) or (gw.name in variants and path == OLLAMA):
+                continue
+            say(f"streaming {path}, {args.stream_chunks} chunks x {args.stream_connections} connections: {gw.name}")
+            s = measured_stream(gw, double, path, args.stream_connections, args.duration, args.stream_chunks)
+            note = f"{s.errors} errors" if s.errors else ""
+            w = s.window
+            res.setdefault(f"{key} chunks/s", {})[gw.name] = Cell(s.chunks_per_s, note, w.load_avg, w.others_cores)
+            res.setdefault(f"{key} cpu", {})[gw.name] = Cell(s.cpu_us_per_chunk, note, w.load_avg, w.others_cores)
+
+    # First byte while the double is silent.
+    for path in paths if "first-byte" in args.rows else ():
+        key = f"first byte {path}"
+        for gw in core:
+            if not route_ok(key, gw, path):
+                continue
+            say(f"first byte {path}, upstream silent {args.silent_seconds:g} s: {gw.name}")
+            double.configure(first_token_delay=args.silent_seconds, token_count=2)
+            w = Window(gw, double)
+            times = asyncio.run(first_bytes(gw, path, body(model, stream=True), 8))
+            w.close()
+            res.setdefault(key, {})[gw.name] = Cell(statistics.median(times), "", w.load_avg, w.others_cores)
+
+    # Per-chunk transit (Ollama's route: chunks carry created_at) and jitter (the OpenAI route).
+    for path in (OLLAMA, V1) if "transit" in args.rows else ():
+        for gw in core:
+            if not route_ok(f"transit {path}", gw, path):
+                if path == OLLAMA and gw.up and not gw.ollama_routes:
+                    skip(f"transit {path} p50", gw, "n/a: OpenAI chunks carry no send time; see jitter")
+                    skip(f"transit {path} p99", gw, "n/a: OpenAI chunks carry no send time; see jitter")
+                continue
+            say(f"transit {path}, a token every {args.token_delay * 1e3:g} ms: {gw.name}")
+            double.configure(token_delay=args.token_delay, token_count=300)
+            w = Window(gw, double)
+            transit, gaps = asyncio.run(chunk_timings(gw, path, body(model, stream=True), 4))
+            w.close()
+            figures = {"jitter p99": percentile([abs(g - args.token_delay * 1e3) for g in gaps], 99)}
+            if transit:
+                figures.update({"transit p50": percentile(transit, 50), "transit p99": percentile(transit, 99)})
+            for figure, value in figures.items():
+                what, q = figure.split()
+                res.setdefault(f"{what} {path} {q}", {})[gw.name] = Cell(value, "", w.load_avg, w.others_cores)
+
+    # Embeddings: Ollama's /api/embed, once the double and the service have it.
+    embed = {"model": model, "input": "Why is the sky blue?"}
+    embed_why = None
+    double.configure()
+    if "embeddings" in args.rows and not double.has_route("/api/embed", embed):
+        embed_why = "not run: the Ollama double has no /api/embed yet (it answered 404)"
+    elif "embeddings" in args.rows and not double.has_route("/api/embed", embed, gateways[SERVICE].url):
+        embed_why = "not run: the service has no /api/embed route yet (it answered 404)"
+    for gw in core if "embeddings" in args.rows else ():
+        for q in ("p50", "p99"):
+            if embed_why:
+                skip(f"embed {q}", gw, embed_why)
+        if embed_why or not route_ok("embed p50", gw, "/api/embed"):
+            continue
+        say(f"embeddings /api/embed, 1 connection: {gw.name}")
+        x = measured_load(gw, double, "/api/embed", json.dumps(embed).encode(), 1, args.unloaded_duration, workdir)
+        res.setdefault("embed p50", {})[gw.name] = Cell(x.p50_ms, "", x.window.load_avg, x.window.others_cores)
+        res.setdefault("embed p99", {})[gw.name] = Cell(x.p99_ms, "", x.window.load_avg, x.window.others_cores)
+
+    # A client that leaves mid-answer: how long until the upstream request closes.
+    for stream in (True, False) if "disconnect" in args.rows else ():
+        key = f"disconnect {'stream' if stream else 'whole'}"
+        for gw in core:
+            if not route_ok(key, gw, V1):
+                continue
+            say(f"disconnect, {'streamed' if stream else 'non-streamed'}: {gw.name} ({args.disconnect_trials} trials)")
+            w = Window(gw, double)
+            wait = args.disconnect_wait
+            trials = [disconnect_to_close(gw, double, V1, stream, wait) for _ in range(args.disconnect_trials)]
+            w.close()
+            double.wait_idle(args.disconnect_wait + 30)
+            worst = max(seconds for seconds, _ in trials)
+            hows = sorted({how for _, how in trials})
+            text = ", ".join(hows) if worst != float("inf") else f"> {args.disconnect_wait:g} s, {', '.join(hows)}"
+            res.setdefault(key, {})[gw.name] = Cell(worst, text, w.load_avg, w.others_cores)
+    return res
+
+
+# -- the report ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    unit: str  # "ms", "us", "req/s", "chunks/s", "s"
+    added: bool = False  # print gateways as + over direct (latency rows)
+
+
+ROWS = [
+    Row(f"unloaded {V1} p50", f"unloaded p50, 1 conn, {V1}", "ms", added=True),
+    Row(f"unloaded {V1} p99", f"unloaded p99, 1 conn, {V1}", "ms", added=True),
+    Row(f"unloaded {OLLAMA} p50", f"unloaded p50, 1 conn, {OLLAMA}", "ms", added=True),
+    Row(f"unloaded {OLLAMA} p99", f"unloaded p99, 1 conn, {OLLAMA}", "ms", added=True),
+    Row(f"saturation {V1} rps", f"throughput, 32 conn, {V1}", "req/s"),
+    Row(f"saturation {V1} cpu", f"gateway CPU per request (direct: the double's), 32 conn, {V1}", "ms"),
+    Row(f"saturation {OLLAMA} rps", f"throughput, 32 conn, {OLLAMA}", "req/s"),
+    Row(f"saturation {OLLAMA} cpu", f"gateway CPU per request, 32 conn, {OLLAMA}", "ms"),
+    Row(f"saturation {V1} double cpu", f"the double's CPU per request, 32 conn, {V1}", "ms"),
+    Row(f"stream {V1} chunks/s", f"streaming, 1,000-chunk answers x 8 conn, {V1}", "chunks/s"),
+    Row(f"stream {V1} cpu", f"gateway CPU per chunk (direct: the double's), {V1}", "us"),
+    Row(f"stream {OLLAMA} chunks/s", f"streaming, 1,000-chunk answers x 8 conn, {OLLAMA}", "chunks/s"),
+    Row(f"stream {OLLAMA} cpu", f"gateway CPU per chunk, {OLLAMA}", "us"),
+    Row(f"first byte {V1}", f"first body byte, upstream silent, {V1} (median of 8)", "ms"),
+    Row(f"first byte {OLLAMA}", f"first body byte, upstream silent, {OLLAMA} (median of 8)", "ms"),
+    Row(f"transit {OLLAMA} p50", f"per-chunk transit p50, a token / 5 ms, {OLLAMA}", "ms"),
+    Row(f"transit {OLLAMA} p99", f"per-chunk transit p99, a token / 5 ms, {OLLAMA}", "ms"),
+    Row(f"jitter {V1} p99", f"inter-arrival jitter p99 (|gap - 5 ms|), {V1}", "ms"),
+    Row("embed p50", "embeddings p50, 1 conn, /api/embed", "ms", added=True),
+    Row("embed p99", "embeddings p99, 1 conn, /api/embed", "ms", added=True),
+    Row("disconnect stream", f"client leaves a stream -> upstream closed, {V1} (worst of trials)", "ms"),
+    Row("disconnect whole", f"client leaves a non-streamed answer -> upstream closed, {V1}", "ms"),
+]
+COLUMNS = ["direct", "nginx", SERVICE, LITELLM]
+
+
+def fmt(value: float, unit: str, sign: bool = False) -> str:
+    if value != value:  # NaN
+        return "–"
+    if value == float("inf"):
+        return "never"
+    if unit in ("req/s", "chunks/s"):
+        return f"{value:,.0f} {unit}"
+    digits = 3 if unit == "ms" and abs(value) < 1 else 2 if unit in ("ms", "s") else 1
+    if unit == "us":
+        digits = 1
+    return f"{value:+.{digits}f} {unit}" if sign else f"{value:.{digits}f} {unit}"
+
+
+def shown(row: Row, res: Results, name: str) -> float:
+    """The figure a row compares: the value, or for latency rows what the gateway adds over direct."""
+    cells = res.get(row.key, {})
+    cell = cells.get(name)
+    if cell is None or cell.value != cell.value:
+        return float("nan")
+    if row.added and name != "direct":
+        direct = cells.get("direct")
+        return cell.value - direct.value if direct else float("nan")
+    return cell.value
+
+
+def cell_text(row: Row, res: Results, name: str) -> str:
+    cell = res.get(row.key, {}).get(name)
+    if cell is None:
+        return "–"
+    if cell.value != cell.value:
+        return cell.text or "–"
+    text = fmt(shown(row, res, name), row.unit, sign=row.added and name != "direct")
+    return f"{text} ({cell.text})" if cell.text else text
+
+
+def ratio(row: Row, res: Results, other: str) -> str:
+    mine, theirs = shown(row, res, SERVICE), shown(row, res, other)
+    if mine != mine or theirs != theirs or theirs <= 0 or mine < 0 or float("inf") in (mine, theirs):
+        return "–"  # not measured, never closed, or an added latency within the noise (<= 0)
+    return f"{mine / theirs:.2f} x" if mine / theirs < 100 else f"{mine / theirs:,.0f} x"
+
+
+def load_note(cells) -> str:
+    """The highest 1-minute load average and the most cores other work kept busy, over a row's measurements."""
+    loads = [c.load_avg for c in cells if c.load_avg == c.load_avg]
+    others = [c.others_cores for c in cells if c.others_cores == c.others_cores]
+    if not loads:
+        return "–"
+    return f"{max(loads):.2f}; {max(others):.2f}" if others else f"{max(loads):.2f}"
+
+
+def print_side_by_side(res: Results, gateways: dict[str, Gateway]) -> None:
+    header = ["measure", *(COLUMNS), "service ÷ nginx", "service ÷ LiteLLM", "load avg; others' cores"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in ROWS:
+        cells = res.get(row.key, {})
+        la = load_note(cells.values())
+        values = [cell_text(row, res, name) if name in gateways else "–" for name in COLUMNS]
+        print("| " + " | ".join([row.label, *values, ratio(row, res, "nginx"), ratio(row, res, LITELLM), la]) + " |")
+
+
+def judge(res: Results) -> list[tuple[str, str, bool | None]]:
+    """(target, what was measured, met) for each of issue 15's targets; met None when it could not be judged."""
+
+    def v(key: str, name: str) -> float:
+        return next((shown(r, res, name) for r in ROWS if r.key == key), float("nan"))
+
+    out = []
+
+    def add(target: str, measured: str, ok: bool, *inputs: float) -> None:
+        known = all(x == x for x in inputs)
+        out.append((target, measured if known else "not measured", ok if known else None))
+
+    def busy(*keys: str) -> str:
+        """A latency figure taken while other work kept the cores busy says more about them than about us."""
+        cells = [c for k in keys for c in res.get(k, {}).values()]
+        others = max((c.others_cores for c in cells if c.others_cores == c.others_cores), default=0.0)
+        return f"; other work kept {others:.1f} cores busy: noise-bound" if others > NOISY_OTHERS_CORES else ""
+
+    p50, p99 = v(f"unloaded {V1} p50", SERVICE), v(f"unloaded {V1} p99", SERVICE)
+    noise = busy(f"unloaded {V1} p50")
+    add(
+        f"unloaded added p50 <= {TARGET_ADDED_P50_MS} ms", fmt(p50, "ms", True) + noise, p50 <= TARGET_ADDED_P50_MS, p50
     )
+    add(
+        f"unloaded added p99 <= {TARGET_ADDED_P99_MS:g} ms",
+        fmt(p99, "ms", True) + noise,
+        p99 <= TARGET_ADDED_P99_MS,
+        p99,
+    )
+    cpu, cpu_ngx = v(f"saturation {V1} cpu", SERVICE), v(f"saturation {V1} cpu", "nginx")
+    pairs = paired_ratios(res.get(f"saturation {V1} cpu", {}), SERVICE, "nginx")
+    r = statistics.median(pairs) if pairs else float("nan")
+    add(f"CPU per non-streamed request <= {TARGET_CPU_VS_NGINX:g} x nginx's",
+        f"{fmt(cpu, 'ms')} vs {fmt(cpu_ngx, 'ms')} = {r:.1f} x", r <= TARGET_CPU_VS_NGINX, r)  # fmt: skip
+    ch, ch_ngx = v(f"stream {V1} cpu", SERVICE), v(f"stream {V1} cpu", "nginx")
+    r = ch / ch_ngx if ch_ngx else float("nan")
+    add(f"CPU per streamed chunk <= {TARGET_CHUNK_CPU_VS_NGINX:g} x nginx's",
+        f"{fmt(ch, 'us')} vs {fmt(ch_ngx, 'us')} = {r:.2f} x", r <= TARGET_CHUNK_CPU_VS_NGINX, r)  # fmt: skip
+    rps, rps_l = v(f"saturation {V1} rps", SERVICE), v(f"saturation {V1} rps", LITELLM)
+    r = rps / rps_l if rps_l else float("nan")
+    add(f">= {TARGET_VS_LITELLM:g} x LiteLLM's throughput",
+        f"{fmt(rps, 'req/s')} vs {fmt(rps_l, 'req/s')} = {r:.1f} x", r >= TARGET_VS_LITELLM, r)  # fmt: skip
+    cpu_l = v(f"saturation {V1} cpu", LITELLM)
+    r = cpu_l / cpu if cpu else float("nan")
+    add(f"<= 1/{TARGET_VS_LITELLM:g} of LiteLLM's CPU per request",
+        f"{fmt(cpu, 'ms')} vs {fmt(cpu_l, 'ms')} = 1/{r:.0f}", r >= TARGET_VS_LITELLM, r)  # fmt: skip
+    for path in (V1, OLLAMA):
+        fb = v(f"first byte {path}", SERVICE)
+        add(f"first byte <= {TARGET_FIRST_BYTE_MS:g} ms ({path})", fmt(fb, "ms"), fb <= TARGET_FIRST_BYTE_MS, fb)
+    tr, tr_d = v(f"transit {OLLAMA} p99", SERVICE), v(f"transit {OLLAMA} p99", "direct")
+    add(f"transit p99 <= {TARGET_TRANSIT_P99_MS:g} ms ({OLLAMA}, arrival - the double's send)",
+        f"{fmt(tr, 'ms')} (direct {fmt(tr_d, 'ms')}){busy(f'transit {OLLAMA} p99')}",
+        tr <= TARGET_TRANSIT_P99_MS, tr)  # fmt: skip
+    for kind in ("stream", "whole"):
+        d = v(f"disconnect {kind}", SERVICE)
+        how = res.get(f"disconnect {kind}", {}).get(SERVICE, Cell()).text
+        what = "streamed" if kind == "stream" else "non-streamed"
+        add(f"disconnect to upstream close <= {TARGET_DISCONNECT_S:g} s ({what})", f"{fmt(d, 'ms')} ({how})",
+            d <= TARGET_DISCONNECT_S * 1e3, d)  # fmt: skip
+    return out
 
 
-def verdict(ok: bool) -> str:
-    return "yes" if ok else "**no**"
+def print_variants(res: Results, variants: list[str]) -> None:
+    keys = [
+        (f"unloaded {V1} p50", "unloaded added p50", "ms", True),
+        (f"saturation {V1} rps", f"req/s, 32 conn, {V1}", "req/s", False),
+        (f"saturation {V1} cpu", f"CPU / request, {V1}", "ms", False),
+        (f"saturation {OLLAMA} cpu", f"CPU / request, {OLLAMA}", "ms", False),
+        (f"stream {V1} cpu", f"CPU / chunk, {V1}", "us", False),
+    ]
+    header = ["service", *(k[1] for k in keys), "CPU / request vs shipped: one after the other",
+              "… at the same time (paired)", "load avg; others' cores"]  # fmt: skip
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for name in [SERVICE, *variants]:
+        cells = []
+        for key, _, unit, added in keys:
+            cell = res.get(key, {}).get(name)
+            if cell is None:
+                cells.append("–")
+            elif cell.value != cell.value:
+                cells.append(cell.text or "–")
+            else:
+                value = cell.value - res[key]["direct"].value if added else cell.value
+                text = fmt(value, unit, sign=added)
+                if len(cell.rounds) > 1 and not added:
+                    text += f" ({fmt(min(cell.rounds), unit)}–{fmt(max(cell.rounds), unit)})"
+                cells.append(text)
+        change = "–" if name == SERVICE else percent_change(res.get(f"saturation {V1} cpu", {}), name)
+        paired = "–" if name == SERVICE else paired_change(res.get("paired cpu", {}).get(name))
+        la = load_note(
+            [res.get(f"saturation {V1} cpu", {}).get(name, Cell()), res.get("paired cpu", {}).get(name, Cell())]
+        )
+        print("| " + " | ".join([name, *cells, change, paired, la]) + " |")
+
+
+def paired_ratios(cells: dict[str, Cell], name: str, base: str = SERVICE) -> list[float]:
+    """`name`'s figure over `base`'s, round by round (each pair measured seconds apart, so a neighbour's load that
+    comes and goes cancels out); the medians' ratio when there were no rounds. [] when either is missing."""
+    mine, theirs = cells.get(name), cells.get(base)
+    if mine is None or theirs is None or mine.value != mine.value or theirs.value != theirs.value:
+        return []
+    if theirs.value == 0:
+        return []
+    pairs = [m / t for m, t in zip(mine.rounds, theirs.rounds, strict=False) if t]
+    return pairs or [mine.value / theirs.value]
+
+
+def percent_change(cells: dict[str, Cell], name: str) -> str:
+    """`name` against the shipped service: the median of the per-round ratios, with their range."""
+    pairs = [r - 1 for r in paired_ratios(cells, name)]
+    if not pairs:
+        return "–"
+    text = f"{statistics.median(pairs) * 100:+.1f} %"
+    if len(pairs) > 1:
+        text += f" ({min(pairs) * 100:+.0f} to {max(pairs) * 100:+.0f})"
+    return text
+
+
+def paired_change(cell: Cell | None) -> str:
+    """A paired cell holds the variant's CPU per request over the shipped service's, one ratio per round."""
+    if cell is None or cell.value != cell.value:
+        return cell.text if cell else "–"
+    text = f"{(cell.value - 1) * 100:+.1f} %"
+    if len(cell.rounds) > 1:
+        text += f" ({(min(cell.rounds) - 1) * 100:+.0f} to {(max(cell.rounds) - 1) * 100:+.0f})"
+    return text
+
+
+def profile_service(gw: Gateway, double: Double, seconds: float, out: Path, workdir: Path) -> None:
+    """py-spy samples the service under the saturation load; writes py-spy's raw (collapsed) stacks to `out` and
+    prints the breakdown by library (bench/pyspy_summary.py)."""
+    error = peers.ensure_tool("py-spy")
+    if error:
+        print(f"\nprofile: not run: {error}")
+        return
+    import pyspy_summary
+
+    pyspy = peers.TOOLS / "bin" / "py-spy"
+    double.configure()
+    payload = body(double.model, stream=False)
+    wrk(gw.url + V1, payload, gw.headers, 32, 2, workdir)
+    cmd = [str(pyspy), "record", "--pid", str(gw.pid), "--duration", f"{seconds:.0f}", "--rate", "250"]
+    cmd += ["--format", "raw", "--output", str(out), "--nonblocking"]
+    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wrk(gw.url + V1, payload, gw.headers, 32, seconds, workdir)
+    _, err = spy.communicate(timeout=seconds + 60)
+    if spy.returncode != 0 or not out.exists():
+        print(f"\nprofile: py-spy failed ({spy.returncode}): {err.strip()[-300:]}")
+        return
+    print(f"\n**Where the service's CPU goes** (py-spy, {seconds:.0f} s of 32 connections on {V1}; stacks: {out})\n")
+    pyspy_summary.print_summary(out)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10, help="seconds of load per side (default 10)")
-    parser.add_argument("--concurrency", type=int, default=32, help="concurrent connections (default 32)")
+    parser.add_argument("--duration", type=float, default=10, help="seconds of each saturation/streaming run (10)")
+    parser.add_argument("--unloaded-duration", type=float, default=5, help="seconds of each 1-connection run (5)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat unloaded + saturation, interleaved; medians")
     parser.add_argument("--model", default="llama3.2:1b")
-    parser.add_argument("--silent-seconds", type=float, default=3.0, help="upstream silence for the TTFB test")
-    parser.add_argument("--token-delay", type=float, default=0.005, help="seconds between streamed tokens")
+    parser.add_argument("--stream-chunks", type=int, default=1000, help="chunks per streamed answer (1000)")
+    parser.add_argument("--stream-connections", type=int, default=8)
+    parser.add_argument("--silent-seconds", type=float, default=3.0, help="upstream silence for the first-byte row")
+    parser.add_argument("--token-delay", type=float, default=0.005, help="seconds between tokens, transit row")
+    parser.add_argument("--disconnect-wait", type=float, default=5.0, help="bounded wait for the upstream to close")
+    parser.add_argument("--disconnect-trials", type=int, default=3)
     parser.add_argument("--log-level", default="INFO", help="the service's LOG_LEVEL (default INFO, as deployed)")
-    parser.add_argument("--python-load", action="store_true", help="use the Python load generator even with wrk")
-    parser.add_argument("--keep-logs", action="store_true", help="keep the double's and the service's logs")
+    parser.add_argument(
+        "--rows",
+        type=lambda text: set(text.split(",")),
+        default=set(SECTIONS),
+        help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})",
+    )
+    parser.add_argument("--openai-only", action="store_true", help=f"only {V1}, not {OLLAMA}")
+    parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out (its row says so)")
+    parser.add_argument("--no-httpx", action="store_true", help="leave out the httpx-aiohttp variant")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="'LABEL: [dir=PATH] [app=MOD:ATTR] [NAME=VALUE ...] [--uvicorn-option ...]'",
+        help="another service row (a scratch copy, environment, uvicorn options), measured in the same run",
+    )
+    parser.add_argument("--profile", type=Path, help="also py-spy the service under load; raw stacks to this file")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the processes' logs and configs")
     args = parser.parse_args()
+    if args.rows - set(SECTIONS):
+        parser.error(f"--rows: unknown {sorted(args.rows - set(SECTIONS))}; known: {', '.join(SECTIONS)}")
+    command = shlex.join([os.path.relpath(sys.executable), *sys.argv])
 
-    load_before = os.getloadavg()[0]  # other work on the same cores skews every row
-    use_wrk = shutil.which("wrk") is not None and not args.python_load
-    generator = "wrk" if use_wrk else "python asyncio raw-socket generator (install wrk for a lighter one)"
-    body = json.dumps({**CHAT_BODY, "model": args.model}).encode()
+    for binary, package in (("wrk", "wrk"),):
+        error = peers.ensure_apt(binary, package)
+        if error:
+            raise SystemExit(f"{error}: the load generator is required")
+    specs = [] if args.no_httpx else [ServiceSpec.parse(HTTPX_VARIANT)]
+    specs += [ServiceSpec.parse(text) for text in args.variant]
+    started_load = os.getloadavg()
 
     with ExitStack() as stack:
         if args.keep_logs:
             workdir = Path(tempfile.mkdtemp(prefix="bench-service-"))
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-service-")))
-        print(f"machine: {machine()}\nload generator: {generator}\nlogs: {workdir}", file=sys.stderr)
-        double, double_pid = start_double(stack, args.model, workdir)
-        service, service_pid = start_service(stack, args.model, double, workdir, args.log_level)
-
-        # 1. the same non-streamed load, direct then through the service
-        configure_double(double, token_count=5)
-        print(f"load: {args.concurrency} connections x {args.duration:.0f} s, direct ...", file=sys.stderr)
-        direct = load(f"{double}/api/chat", body, args.concurrency, args.duration, workdir, use_wrk, [double_pid])
-        print("load: through the service ...", file=sys.stderr)
-        proxied = load(
-            f"{service}/api/chat", body, args.concurrency, args.duration, workdir, use_wrk, [service_pid, double_pid]
+        print(f"machine: {machine()}\nlogs: {workdir}", file=sys.stderr)
+        direct = peers.start_double(stack, args.model, workdir)
+        double = Double(direct, args.model)
+        gateways = {"direct": direct, "nginx": peers.start_nginx(stack, direct, workdir)}
+        gateways[SERVICE] = peers.start_service(
+            stack, ServiceSpec(SERVICE), args.model, direct, workdir, args.log_level
         )
+        if args.no_litellm:
+            gateways[LITELLM] = Gateway(LITELLM, ollama_routes=False, why_not="left out (--no-litellm)")
+        else:
+            gateways[LITELLM] = peers.start_litellm(stack, args.model, direct, workdir)
+        for spec in specs:
+            if spec.app == "service_variant:app":
+                error = peers.ensure_tool("httpx_aiohttp")
+                if error:
+                    gateways[spec.label] = Gateway(spec.label, why_not=error)
+                    continue
+            gateways[spec.label] = peers.start_service(stack, spec, args.model, direct, workdir, args.log_level)
+        variants = [s.label for s in specs]
+        for gw in gateways.values():
+            print(f"{gw.name}: {gw.url or '-'} {'up' if gw.up else 'NOT UP: ' + str(gw.why_not)}", file=sys.stderr)
 
-        # 2. first byte while upstream is silent
-        configure_double(double, first_token_delay=args.silent_seconds, token_count=2)
-        print(f"first byte: upstream silent for {args.silent_seconds} s ...", file=sys.stderr)
-        d_head, d_first = asyncio.run(first_bytes(double, args.model, 8))
-        s_head, s_first = asyncio.run(first_bytes(service, args.model, 8))
+        res = run_rows(args, gateways, variants, double, workdir)
+        if args.profile and gateways[SERVICE].up:
+            profile_service(gateways[SERVICE], double, args.duration, args.profile.resolve(), workdir)
+    ended_load = os.getloadavg()
 
-        # 3. per-chunk delay while streaming
-        configure_double(double, token_delay=args.token_delay, token_count=300)
-        print("streaming: per-chunk timing ...", file=sys.stderr)
-        d_transit, d_gaps = asyncio.run(chunk_timings(double, args.model, 4))
-        s_transit, s_gaps = asyncio.run(chunk_timings(service, args.model, 4))
-
-    added_p50 = proxied.p50_ms - direct.p50_ms
-    added_p99 = proxied.p99_ms - direct.p99_ms
-    ratio = proxied.rps / direct.rps if direct.rps else 0.0
-    first_ms = statistics.median(s_first)
-    chunk_p50 = percentile(s_transit, 50) - percentile(d_transit, 50)
-    chunk_p99 = percentile(s_transit, 99) - percentile(d_transit, 99)
-
-    rows = [
-        ("p50 latency, 32 concurrent non-streamed /api/chat", f"{direct.p50_ms:.2f} ms", f"{proxied.p50_ms:.2f} ms",
-         f"{added_p50:+.2f} ms", f"≤ {TARGET_ADDED_P50_MS:g} ms added", verdict(added_p50 <= TARGET_ADDED_P50_MS),
-         LITELLM["p50"]),
-        ("p99 latency, same load", f"{direct.p99_ms:.2f} ms", f"{proxied.p99_ms:.2f} ms", f"{added_p99:+.2f} ms",
-         f"≤ {TARGET_ADDED_P99_MS:g} ms added", verdict(added_p99 <= TARGET_ADDED_P99_MS), LITELLM["p99"]),
-        ("throughput, same load", f"{direct.rps:.0f} req/s", f"{proxied.rps:.0f} req/s", f"{ratio:.0%} of direct",
-         f"≥ {TARGET_RPS:g} req/s and ≥ {TARGET_RATIO:.0%}",
-         verdict(proxied.rps >= TARGET_RPS and ratio >= TARGET_RATIO), LITELLM["rps"]),
-        ("CPU per request (service + double)", f"{direct.cpu_ms[0]:.3f} ms",
-         f"{proxied.cpu_ms[0]:.3f} + {proxied.cpu_ms[1]:.3f} ms", f"service {proxied.cpu_ms[0]:.3f} ms",
-         "–", "–", "–"),
-        (f"first body byte, upstream silent {args.silent_seconds:g} s (median of 8)",
-         f"{statistics.median(d_first):.0f} ms", f"{first_ms:.1f} ms",
-         f"headers {statistics.median(s_head):.1f} ms", f"≤ {TARGET_FIRST_BYTE_MS:g} ms",
-         verdict(first_ms <= TARGET_FIRST_BYTE_MS), "–"),
-        ("per-chunk transit p50 (arrival − double's send)", f"{percentile(d_transit, 50):.2f} ms",
-         f"{percentile(s_transit, 50):.2f} ms", f"{chunk_p50:+.2f} ms", "–", "–", "–"),
-        ("per-chunk transit p99", f"{percentile(d_transit, 99):.2f} ms", f"{percentile(s_transit, 99):.2f} ms",
-         f"{chunk_p99:+.2f} ms", f"≤ {TARGET_CHUNK_P99_MS:g} ms added", verdict(chunk_p99 <= TARGET_CHUNK_P99_MS),
-         "–"),
-        (f"chunk inter-arrival p50 / p99 (sent every {args.token_delay * 1e3:g} ms)",
-         f"{percentile(d_gaps, 50):.2f} / {percentile(d_gaps, 99):.2f} ms",
-         f"{percentile(s_gaps, 50):.2f} / {percentile(s_gaps, 99):.2f} ms", "–", "–", "–", "–"),
-    ]  # fmt: skip
-    header = ("measure", "direct (double)", "through service", "added / ratio", "target", "met", "LiteLLM 1×2 CPU")
-    print(f"\n**Service benchmark** — {machine()}; load generator: {generator}; "
-          f"{args.duration:g} s per side, {args.concurrency} connections\n")  # fmt: skip
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
-    if proxied.cpu_ms and proxied.cpu_ms[0] > 0:
-        print(
-            f"\nthe service used {proxied.cpu_ms[0]:.3f} ms of CPU per request: one uvicorn worker saturates one core"
-            f" at about {1e3 / proxied.cpu_ms[0]:.0f} req/s (an estimate, not a measurement)"
-        )
-    print(f"\nload average (1 min) before the run: {load_before:.2f} on {os.cpu_count()} CPUs", end="")
-    busy = load_before > 0.5 * (os.cpu_count() or 1)
-    print(" -- other work was sharing the CPUs; rerun on an idle machine" if busy else "")
-    errors = direct.errors + proxied.errors
-    print(f"\nrequests: direct {direct.requests}, service {proxied.requests}; non-2xx or socket errors: {errors}")
-    if errors:
-        print("WARNING: errors during the load runs; the figures above are not clean.")
+    print("\n**Gateways side by side** (`make bench-service`)\n")
+    print(f"command: `{command}`  ")
+    print(f"machine: {machine()}  ")
+    print(f"load average (1/5/15 min): {' / '.join(f'{x:.2f}' for x in started_load)} at the start, "
+          f"{' / '.join(f'{x:.2f}' for x in ended_load)} at the end  ")  # fmt: skip
+    print(f"versions: {versions(list(gateways.values()))}  ")
+    rounds = f"; unloaded and saturation rows: median of {args.rounds} interleaved rounds" if args.rounds > 1 else ""
+    print("load generator: wrk; CPU: the gateway's whole process tree from /proc; latency rows show what each "
+          f"gateway adds over direct{rounds}\n")  # fmt: skip
+    print_side_by_side(res, gateways)
+    print("\n**Targets** (issue 15, judged from this run)\n")
+    print("| target | measured | met |\n|---|---|---|")
+    for target, measured, ok in judge(res):
+        print(f"| {target} | {measured} | {'met' if ok else 'not judged' if ok is None else '**missed**'} |")
+    if variants:
+        print("\n**Service variants** (same run; CPU per request is the figure to compare)\n")
+        print_variants(res, variants)
+        for spec in specs:
+            print(f"- {spec.label}: {spec.describe()}")
+        hx = next((s.label for s in specs if s.env.get("BENCH_UPSTREAM_CLIENT") == "httpx-aiohttp"), None)
+        cpu = res.get(f"saturation {V1} cpu", {})
+        paired = res.get("paired cpu", {}).get(hx)
+        if hx and hx in cpu and cpu[hx].value == cpu[hx].value and SERVICE in cpu:
+            more = cpu[hx].value / cpu[SERVICE].value - 1
+            if paired is not None and paired.value == paired.value:
+                more = paired.value - 1  # the comparison measured at the same time wins
+            verdict = "adopt the httpx API" if more <= HTTPX_ADOPT_IF_CPU_WITHIN else "keep aiohttp's API"
+            print(f"\nhttpx.AsyncClient over httpx-aiohttp: {cpu[hx].value:.3f} vs {cpu[SERVICE].value:.3f} ms CPU per "
+                  f"request, {percent_change(cpu, hx)} one after the other, {paired_change(paired)} at the same time, "
+                  f"against the shipped aiohttp client (rule: adopt if <= "
+                  f"+{HTTPX_ADOPT_IF_CPU_WITHIN:.0%}): {verdict}")  # fmt: skip
+    if max(started_load[0], ended_load[0]) > 0.5 * (os.cpu_count() or 1):
+        print("\nother work was sharing the CPUs during this run: compare CPU per request and ratios, not req/s.")
+    for gw in gateways.values():
+        if gw.command:
+            print(f"- {gw.name}: `{gw.command}`")
     return 0
 
 
