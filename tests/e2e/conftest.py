@@ -61,6 +61,25 @@ def serving(testbed, built_images) -> dict[str, str]:
     return harness.ensure_serving(harness.Ansible(testbed), in_the_registry(testbed, built_images).first)
 
 
+def serve(testbed: dict[str, str], app_env: str, tag: str) -> None:
+    """The environment serves `tag` (deployed when it does not)."""
+    if harness.health(app_env).get("version") != tag:
+        harness.must_deploy(harness.Ansible(testbed), app_env, tag)
+
+
+@pytest.fixture(scope="module")
+def staging_serves_the_second_release(testbed, built_images, serving) -> None:
+    """So that a deploy of the first release is a real change (a rerun of what serves ends before the checks and the
+    lock: deploy.yml)."""
+    serve(testbed, "staging", built_images.second)
+
+
+@pytest.fixture(scope="module")
+def production_serves_the_first_release(testbed, built_images, serving) -> None:
+    """So that a deploy of the second release to production is a real change."""
+    serve(testbed, "production", built_images.first)
+
+
 @pytest.fixture(scope="module")
 def staging_after_two_releases(testbed, built_images, serving) -> None:
     """Staging serves the second image, and its release before that was the first (what a rollback returns to)."""

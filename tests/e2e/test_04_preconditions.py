@@ -8,6 +8,9 @@ import pytest
 
 from tests.e2e import harness
 
+# Each test deploys the second release to production: a real change, which the checks must refuse.
+pytestmark = pytest.mark.usefixtures("production_serves_the_first_release")
+
 
 @pytest.mark.parametrize(
     ("knobs", "message"),

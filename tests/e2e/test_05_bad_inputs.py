@@ -6,6 +6,9 @@ import pytest
 
 from tests.e2e import harness
 
+# A deploy of the first release to staging is a real change, so the registry is asked (and refuses bad credentials).
+pytestmark = pytest.mark.usefixtures("staging_serves_the_second_release")
+
 
 @pytest.mark.parametrize(
     ("extra", "message"),

@@ -16,11 +16,8 @@ from tests.e2e.harness import DEPLOY_HOME
 LOCK = DEPLOY_HOME / "state" / "locks" / "staging.lock"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def staging_serves_the_second_release(testbed, built_images, serving):
-    """The first lock test deploys the first release, which must be a real cut-over (it holds the lock meanwhile)."""
-    if harness.health("staging").get("version") != built_images.second:
-        harness.must_deploy(harness.Ansible(testbed), "staging", built_images.second)
+# The first lock test deploys the first release: a real cut-over, which holds the lock meanwhile.
+pytestmark = pytest.mark.usefixtures("staging_serves_the_second_release")
 
 
 def as_deploy_user(*argv: str) -> None:
