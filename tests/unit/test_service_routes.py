@@ -168,8 +168,8 @@ def test_model_management_is_refused_and_not_forwarded(client, double, method, p
 
 
 def test_unknown_paths_are_404_in_family_format(client, double):
-    assert client.get("/api/embed").json() == {"error": "Not Found"}
-    assert client.get("/v1/embeddings").json()["error"]["message"] == "Not Found"
+    assert client.get("/api/nothing").json() == {"error": "Not Found"}
+    assert client.get("/v1/nothing").json()["error"]["message"] == "Not Found"
     assert client.get("/docs").status_code == 404  # no CDN-loaded UI
     assert double.requests == []
 
