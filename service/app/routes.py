@@ -277,13 +277,13 @@ def build_router(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # ---- Ollama API ----------------------------------------------------------------------------------------
+    # HEAD answers like GET without the body (uvicorn drops it), as Ollama's HEAD routes do (server/routes.go).
     @router.get("/", tags=["ollama"], responses=responses.root())
     @router.head("/", tags=["ollama"], name="root_head", responses=responses.root())
     async def root(request: Request) -> Response:
-        resp = await forward(request, request.method)
+        resp = await forward(request)  # GET for HEAD too: Ollama's HEAD carries the GET's Content-Length
         return passthrough(resp) if isinstance(resp, Reply) else resp
 
-    # HEAD answers like GET without the body (uvicorn drops it), as Ollama's HEAD routes do (server/routes.go).
     @router.get("/api/version", tags=["ollama"], responses=responses.plain())
     @router.head("/api/version", tags=["ollama"], name="version_head", responses=responses.plain())
     async def version(request: Request) -> Response:
