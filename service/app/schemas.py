@@ -32,8 +32,13 @@ def _opt(schema: dict, description: str | None = None) -> dict:
     return out
 
 
-def _array(items: dict) -> dict:
-    return {"type": "array", "items": items}
+def _array(items: dict, nullable_items: bool = True, min_items: int = 0) -> dict:
+    """A JSON array; Go decodes a null element into the element's zero value, so elements may be null unless
+    Ollama then rejects that zero value."""
+    out: dict = {"type": "array", "items": _opt(items) if nullable_items else items}
+    if min_items:
+        out["minItems"] = min_items
+    return out
 
 
 def _obj(properties: dict, required: tuple[str, ...] = ()) -> dict:
@@ -49,8 +54,10 @@ def _model(models: list[str]) -> dict:
 
 
 _BASE64 = {"type": "string", "format": "byte", "description": "base64-encoded image"}
+# Go's time.ParseDuration syntax (what api.Duration takes in a string), e.g. 5m, 1h30m, -1s.
+_DURATION = {"type": "string", "pattern": r"^[-+]?([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$"}
 _KEEP_ALIVE = _opt(
-    {"anyOf": [STRING, NUMBER]},
+    {"anyOf": [_DURATION, NUMBER]},
     "How long the model stays loaded: seconds or a duration like 5m; 0 unloads, negative keeps it loaded. "
     "Replaced by the server's KEEP_ALIVE when that is set.",
 )
@@ -77,62 +84,104 @@ _FORMAT = _opt(
     {"anyOf": [{"type": "string", "enum": ["", "json"]}, OBJECT]},
     'Structured output: "json", or a JSON schema object the answer follows',
 )
-_TOOL_FUNCTION = _obj(
+# api.ToolFunctionParameters / ToolProperty: Go decodes these typed (a property's type: a name or a list of names).
+_TOOL_PROPERTY = _obj(
+    {"type": _opt({"anyOf": [STRING, _array(STRING)]}), "description": _opt(STRING), "enum": _opt({"type": "array"})}
+)
+_TOOL_PARAMETERS = _obj(
     {
-        "name": _opt(STRING),
-        "description": _opt(STRING),
-        "parameters": _opt(_obj({"type": _opt(STRING), "required": _opt(_array(STRING)), "properties": _opt(OBJECT)})),
+        "type": _opt(STRING),
+        "required": _opt(_array(STRING)),
+        "properties": _opt({"type": "object", "additionalProperties": _opt(_TOOL_PROPERTY)}),
     }
 )
+_TOOL_FUNCTION = _obj({"name": _opt(STRING), "description": _opt(STRING), "parameters": _opt(_TOOL_PARAMETERS)})
 _TOOLS = _opt(_array(_obj({"type": _opt(STRING), "function": _opt(_TOOL_FUNCTION)})), "Functions the model may call")
 _TOOL_CALLS = _opt(_array(_obj({"function": _opt(_obj({"name": _opt(STRING), "arguments": _opt(OBJECT)}))})))
 _MESSAGE = _obj(
     {
-        "role": STRING,
+        "role": _opt(STRING),
         "content": _opt(STRING),
         "images": _opt(_array(_BASE64)),
         "thinking": _opt(STRING),
         "tool_calls": _TOOL_CALLS,
         "tool_name": _opt(STRING),
-    },
-    required=("role",),
+    }
 )
 _STREAM_TRUE = _opt(BOOL, "Omitted = true, as in Ollama")
 _STREAM_FALSE = _opt(BOOL, "Omitted = false")
 _LOGPROBS = {"logprobs": _opt(BOOL), "top_logprobs": _opt(INT)}
-_INPUT = {"anyOf": [STRING, _array(STRING)], "description": "A text, or a list of texts"}
+_INPUT = {"anyOf": [STRING, _array(STRING, nullable_items=False)], "description": "A text, or a list of texts"}
 
 # OpenAI's chat message content: a string, or parts (text, image_url with a data: URL) (openai/openai.go).
-_OPENAI_PART = _obj(
-    {
-        "type": STRING,
-        "text": _opt(STRING),
-        "image_url": _opt({"anyOf": [STRING, _obj({"url": STRING}, ("url",))]}, "a data:image/...;base64, URL"),
-    },
-    ("type",),
-)
+_DATA_URL = {"type": "string", "pattern": r"^data:image/(jpeg|jpg|png|webp);base64,([A-Za-z0-9+/]{4})*$"}
+_OPENAI_PART = {
+    "oneOf": [
+        _obj({"type": {"type": "string", "enum": ["text"]}, "text": STRING}, ("type", "text")),
+        _obj(
+            {
+                "type": {"type": "string", "enum": ["image_url"]},
+                "image_url": {"anyOf": [_DATA_URL, _obj({"url": _DATA_URL}, ("url",))]},
+            },
+            ("type", "image_url"),
+        ),
+    ]
+}
+# `tool_calls` (an assistant turn's calls, arguments as a JSON string) pass through too; not described here because
+# a JSON-in-a-string constraint cannot be written in a schema.
 _OPENAI_MESSAGE = _obj(
     {
         "role": STRING,
-        "content": _opt({"anyOf": [STRING, _array(_OPENAI_PART)]}),
+        "content": {"anyOf": [STRING, _array(_OPENAI_PART, nullable_items=False)]},
         "name": _opt(STRING),
         "tool_call_id": _opt(STRING),
         "reasoning": _opt(STRING),
-        "tool_calls": _opt(_array(OBJECT)),
     },
-    ("role",),
+    ("role", "content"),
 )
 _OPENAI_COMMON = {
     "stream": _STREAM_FALSE,
     "stream_options": _opt(_obj({"include_usage": _opt(BOOL)})),
     "max_tokens": _opt(INT, "Capped by MAX_PREDICT when that is set"),
     "seed": _opt(INT),
-    "stop": _opt({"anyOf": [STRING, _array(STRING)]}),
     "temperature": _opt(NUMBER),
     "top_p": _opt(NUMBER),
     "frequency_penalty": _opt(NUMBER),
     "presence_penalty": _opt(NUMBER),
 }
+
+# A Responses input message (openai/responses.go ResponsesInputMessage): text content, or input_text parts.
+_RESPONSES_PART = _obj(
+    {"type": {"type": "string", "enum": ["input_text", "output_text"]}, "text": STRING}, ("type", "text")
+)
+_RESPONSES_ITEM = {
+    **_obj(
+        {
+            "type": _opt({"type": "string", "enum": ["message"]}),
+            "role": STRING,
+            "content": {"anyOf": [STRING, _array(_RESPONSES_PART, nullable_items=False)]},
+        },
+    ),
+    # Without a type, a non-empty role is what makes an item a message (unmarshalResponsesInputItem).
+    "anyOf": [
+        {"required": ["type"], "properties": {"type": {"enum": ["message"]}}},
+        {"required": ["role"], "properties": {"role": {"minLength": 1}}},
+    ],
+}
+_EFFORT = {"type": "string", "enum": ["none", "low", "medium", "high", "max"]}
+# An Anthropic content block (anthropic/anthropic.go ContentBlock), the kinds that need nothing more; image and
+# tool_use blocks pass through too (their source / id and name are checked by Ollama's convertMessage).
+_ANTHROPIC_BLOCK = _obj(
+    {
+        "type": {"type": "string", "enum": ["text", "thinking", "tool_result"]},
+        "text": _opt(STRING),
+        "thinking": _opt(STRING),
+        "signature": _opt(STRING),
+        "tool_use_id": _opt(STRING),
+        "is_error": _opt(BOOL),
+    },
+    ("type",),
+)
 
 _BODIES: dict[str, dict] = {
     "/api/chat": _obj(
@@ -165,23 +214,24 @@ _BODIES: dict[str, dict] = {
     ),
     "/api/embed": _obj(
         {
-            "input": _INPUT,
+            "input": _opt(_INPUT),
             "truncate": _opt(BOOL),
             "dimensions": _opt(INT),
             "keep_alive": _KEEP_ALIVE,
             "options": _OPTIONS,
-        },
-        ("input",),
+        }
     ),
     "/api/embeddings": _obj({"prompt": _opt(STRING), "keep_alive": _KEEP_ALIVE, "options": _OPTIONS}),
     "/api/show": _obj({"verbose": _opt(BOOL)}),
     "/v1/chat/completions": {
         **_obj(
             {
-                "messages": {"type": "array", "minItems": 1, "items": _OPENAI_MESSAGE},
+                "messages": _array(_OPENAI_MESSAGE, nullable_items=False, min_items=1),
                 **_OPENAI_COMMON,
-                "max_completion_tokens": _opt(INT, "Capped by MAX_PREDICT when that is set"),
-                "response_format": _opt(_obj({"type": STRING, "json_schema": _opt(OBJECT)}, ("type",))),
+                "stop": {"description": "A string or a list of strings (anything else is ignored)"},
+                # Ollama reads max_tokens only; this one passes through (capped by MAX_PREDICT when that is set).
+                "max_completion_tokens": {"description": "integer, the newer name of max_tokens"},
+                "response_format": _opt(_obj({"type": _opt(STRING), "json_schema": _opt(_obj({"schema": {}}))})),
                 "tools": _opt(_array(_obj({"type": _opt(STRING), "function": _opt(_TOOL_FUNCTION)}))),
                 "reasoning_effort": _opt(STRING),
                 "logprobs": _opt(BOOL),
@@ -190,23 +240,42 @@ _BODIES: dict[str, dict] = {
             ("messages",),
         )
     },
-    "/v1/completions": _obj({"prompt": STRING, "suffix": _opt(STRING), **_OPENAI_COMMON}, ("prompt",)),
+    "/v1/completions": _obj(
+        {
+            "prompt": _opt(STRING),
+            "suffix": _opt(STRING),
+            **_OPENAI_COMMON,
+            # Anything but a list of non-strings (openai/openai.go FromCompleteRequest).
+            "stop": {"anyOf": [{"not": {"type": "array"}}, _array(STRING, nullable_items=False)]},
+        }
+    ),
     "/v1/responses": _obj(
         {
-            "input": {"anyOf": [STRING, _array(OBJECT)], "description": "A text, or input items"},
+            "input": _opt({"anyOf": [STRING, _array(_RESPONSES_ITEM, nullable_items=False)]}, "A text, or messages"),
             "instructions": _opt(STRING),
             "stream": _STREAM_FALSE,
             "max_output_tokens": _opt(INT, "Capped by MAX_PREDICT when that is set"),
             "temperature": _opt(NUMBER),
             "top_p": _opt(NUMBER),
-            "tools": _opt(_array(OBJECT)),
-            "reasoning": _opt(_obj({"effort": _opt(STRING), "summary": _opt(STRING)})),
+            "tools": _opt(
+                _array(
+                    _obj(
+                        {
+                            "type": _opt(STRING),
+                            "name": _opt(STRING),
+                            "description": _opt(STRING),
+                            "strict": _opt(BOOL),
+                            "parameters": _opt(_TOOL_PARAMETERS),
+                        }
+                    )
+                )
+            ),
+            "reasoning": _opt(_obj({"effort": _opt(_EFFORT), "summary": _opt(STRING)})),
         },
-        ("input",),
     ),
     "/v1/embeddings": _obj(
         {
-            "input": _INPUT,
+            "input": {"anyOf": [STRING, _array(STRING, nullable_items=False, min_items=1)]},
             "dimensions": _opt(INT),
             "encoding_format": _opt({"type": "string", "enum": ["float", "base64"]}),
         },
@@ -214,16 +283,24 @@ _BODIES: dict[str, dict] = {
     ),
     "/v1/messages": _obj(
         {
-            "max_tokens": {**INT, "description": "Capped by MAX_PREDICT when that is set"},
-            "messages": _array(_obj({"role": STRING, "content": {"anyOf": [STRING, _array(OBJECT)]}}, ("role",))),
-            "system": _opt({"anyOf": [STRING, _array(OBJECT)]}),
+            "max_tokens": {**INT, "minimum": 1, "description": "Capped by MAX_PREDICT when that is set"},
+            "messages": _array(
+                _obj({"role": _opt(STRING), "content": {"anyOf": [STRING, _array(_ANTHROPIC_BLOCK)]}}, ("content",)),
+                nullable_items=False,
+                min_items=1,
+            ),
+            "system": {"description": "A string, or text blocks ({type: text, text})"},
             "stream": _STREAM_FALSE,
             "temperature": _opt(NUMBER),
             "top_p": _opt(NUMBER),
             "top_k": _opt(INT),
             "stop_sequences": _opt(_array(STRING)),
-            "tools": _opt(_array(_obj({"name": STRING, "description": _opt(STRING), "input_schema": _opt(OBJECT)}))),
-            "thinking": _opt(_obj({"type": STRING, "budget_tokens": _opt(INT)}, ("type",))),
+            "tools": _opt(
+                _array(
+                    _obj({"name": _opt(STRING), "description": _opt(STRING), "input_schema": _opt(_TOOL_PARAMETERS)})
+                )
+            ),
+            "thinking": _opt(_obj({"type": _opt(STRING), "budget_tokens": _opt(INT)})),
         },
         ("max_tokens", "messages"),
     ),
@@ -270,6 +347,8 @@ _ERROR_SCHEMAS = {
         {"type": STRING, "error": _obj({"type": STRING, "message": STRING}, ("type", "message"))}, ("error",)
     ),
 }
+# In OpenAPI 3.1 the schema of a sequential media type describes one item: here one server-sent event.
+_SSE_EVENT = _obj({"event": STRING, "data": STRING, "id": STRING, "retry": INT})
 _RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again", "schema": INT}}
 _WHY = {
     400: "The body is not a JSON object, has no model, or a field of the wrong type",
@@ -314,8 +393,10 @@ class Responses:
     def forwarding(self, path: str, stream_default: bool | None, gated: bool = True) -> dict:
         media = {"application/json": {"schema": OBJECT}}
         if stream_default is not None:
-            stream_type = "text/event-stream" if path.startswith("/v1/") else "application/x-ndjson"
-            media[stream_type] = {"schema": STRING}
+            if path.startswith("/v1/"):
+                media["text/event-stream"] = {"schema": _SSE_EVENT}
+            else:
+                media["application/x-ndjson"] = {"schema": OBJECT}  # each line: one of Ollama's chunks
         statuses = [400, 404, 413, 502, 503, 504]
         description = "Ollama's answer (streamed when `stream` is true), passed through unchanged"
         return {**self._ok(description, media), **self._errors(path, statuses)}

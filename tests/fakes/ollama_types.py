@@ -139,7 +139,10 @@ RESPONSES = {
     "text": {"format": {"type": "str", "name": "str", "schema": "any", "strict": "bool"}},
     "top_p": "num",
     "truncation": "str",
-    "tools": ("list", {"type": "str", "name": "str", "description": "str", "strict": "bool", "parameters": "obj"}),
+    "tools": (
+        "list",
+        {"type": "str", "name": "str", "description": "str", "strict": "bool", "parameters": _TOOL_PARAMETERS},
+    ),
     "stream": "bool",
 }
 _ANTHROPIC_BLOCK = {
@@ -238,7 +241,10 @@ def _matches(value: Any, spec: Any, where: str) -> str | None:
     ok = {
         "str": isinstance(value, str),
         "bool": isinstance(value, bool),
-        "int": isinstance(value, int) and not isinstance(value, bool),
+        # Go takes only an integer literal for an int field; 182.0 is an integer to JSON Schema, and the double takes
+        # it too (the one place it is more lenient than Ollama), so an OpenAPI document's "integer" stays testable.
+        "int": (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
+        and not isinstance(value, bool),
         "num": isinstance(value, int | float) and not isinstance(value, bool),
         "obj": isinstance(value, dict),
         "any": True,
@@ -276,7 +282,7 @@ def check(path: str, body: dict[str, Any]) -> str | None:
     images = list(body.get("images") or [])
     for message in body.get("messages") or [] if path == "/api/chat" else []:
         images += (message or {}).get("images") or []
-    if any(not _base64(image) for image in images):  # api.ImageData is []byte: base64 in JSON
+    if any(image is not None and not _base64(image) for image in images):  # api.ImageData is []byte: base64 in JSON
         return "illegal base64 data in images"
     return _EXTRA.get(path, lambda _: None)(body)
 
@@ -337,11 +343,18 @@ def _responses(body: dict[str, Any]) -> str | None:
     for item in items if isinstance(items, list) else []:
         if not isinstance(item, dict):
             return "input must be a string or array"
+        if not isinstance(item.get("type"), str | None) or not isinstance(item.get("role"), str | None):
+            return "json: cannot unmarshal into Go struct field .type/.role of type string"
         kind = item.get("type") or ("message" if item.get("role") else "")
         if kind not in ("message", "function_call", "function_call_output", "reasoning"):
             return f"unknown input item type: {kind!r}" if kind else "input item missing required 'type' field"
-        if kind == "message" and not isinstance(item.get("content"), str | list | type(None)):
+        content = item.get("content")
+        if kind == "message" and not isinstance(content, str | list | type(None)):
             return "content must be a string or array"
+        for part in content if kind == "message" and isinstance(content, list) else []:
+            kind_of_part = (part or {}).get("type") if isinstance(part, dict | type(None)) else None
+            if kind_of_part not in ("input_text", "output_text"):
+                return f"unknown content type: {kind_of_part}"  # (input_image / input_file need more)
     effort = (body.get("reasoning") or {}).get("effort")
     if effort and effort not in ("none", "low", "medium", "high", "max"):
         return f'invalid reasoning value: "{effort}"'
@@ -349,11 +362,13 @@ def _responses(body: dict[str, Any]) -> str | None:
 
 
 def _messages(body: dict[str, Any]) -> str | None:
-    if not isinstance(body.get("max_tokens"), int) or body["max_tokens"] <= 0:
+    if _matches(body.get("max_tokens"), "int", "") or not body.get("max_tokens") or body["max_tokens"] <= 0:
         return "max_tokens is required and must be positive"  # middleware/anthropic.go
     if not body.get("messages"):
         return "messages is required"
     for message in body["messages"]:
+        if not isinstance(message, dict) or message.get("content") is None:
+            return "unexpected end of JSON input"  # MessageParam.UnmarshalJSON on a null message or content
         for block in (message or {}).get("content") if isinstance((message or {}).get("content"), list) else []:
             kind = (block or {}).get("type")
             if kind == "image":
@@ -365,7 +380,16 @@ def _messages(body: dict[str, Any]) -> str | None:
     return None
 
 
+def _completion(body: dict[str, Any]) -> str | None:
+    stop = body.get("stop")
+    for item in stop if isinstance(stop, list) else []:
+        if not isinstance(item, str):
+            return f"invalid type for 'stop' field: {type(item).__name__}"  # openai/openai.go FromCompleteRequest
+    return None
+
+
 _EXTRA = {
+    "/v1/completions": _completion,
     "/v1/chat/completions": _openai_chat,
     "/v1/embeddings": _openai_embed,
     "/api/embed": lambda body: _texts(body.get("input")),
