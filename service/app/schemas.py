@@ -152,7 +152,7 @@ _OPENAI_COMMON = {
 
 # A Responses input message (openai/responses.go ResponsesInputMessage): text content, or input_text parts.
 _RESPONSES_PART = _obj(
-    {"type": {"type": "string", "enum": ["input_text", "output_text"]}, "text": STRING}, ("type", "text")
+    {"type": {"type": "string", "enum": ["input_text", "output_text"]}, "text": _opt(STRING)}, ("type",)
 )
 _RESPONSES_ITEM = {
     **_obj(
@@ -173,14 +173,13 @@ _EFFORT = {"type": "string", "enum": ["none", "low", "medium", "high", "max"]}
 # tool_use blocks pass through too (their source / id and name are checked by Ollama's convertMessage).
 _ANTHROPIC_BLOCK = _obj(
     {
-        "type": {"type": "string", "enum": ["text", "thinking", "tool_result"]},
+        "type": _opt(STRING, "text, image, tool_use, tool_result, thinking; Ollama ignores other kinds"),
         "text": _opt(STRING),
         "thinking": _opt(STRING),
         "signature": _opt(STRING),
         "tool_use_id": _opt(STRING),
         "is_error": _opt(BOOL),
     },
-    ("type",),
 )
 
 _BODIES: dict[str, dict] = {

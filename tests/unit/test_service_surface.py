@@ -196,7 +196,9 @@ def test_embeddings_through_both_clients(clients, double):
 
 
 def test_openai_completions_with_suffix_streamed_and_not(clients, double):
-    answer = clients.openai.completions.create(model=MODEL, prompt="def add(a, b):", suffix="    return c", max_tokens=3)
+    answer = clients.openai.completions.create(
+        model=MODEL, prompt="def add(a, b):", suffix="    return c", max_tokens=3
+    )
     assert answer.choices[0].text == expected_text(3) and answer.choices[0].finish_reason == "length"
     assert answer.usage.completion_tokens == 3
     assert assert_forwarded_as_sent(double, clients, "/v1/completions")["suffix"] == "    return c"

@@ -1,0 +1,151 @@
+"""The request policy (MAX_REQUEST_BYTES, KEEP_ALIVE, NUM_CTX, MAX_PREDICT), token accounting and the embedding gate."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import httpx
+import pytest
+from app import tokens
+from app.config import Settings
+from app.policy import RequestPolicy
+
+from .conftest import MODEL, base_env, metric_value
+
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hello there"}], "stream": False}
+
+
+# ---- pure decisions ---------------------------------------------------------------------------------------------
+
+
+def test_policy_replaces_only_what_is_set_and_different():
+    policy = RequestPolicy(Settings(keep_alive="30m", num_ctx=4096, max_predict=256))
+    body = {"keep_alive": 0, "options": {"num_ctx": 8192, "num_predict": -1, "temperature": 0}}
+    changes = policy.apply(policy.fields("/api/chat"), body)
+    assert [(c.field, c.old, c.new) for c in changes] == [
+        ("keep_alive", 0, "30m"),
+        ("options.num_ctx", 8192, 4096),
+        ("options.num_predict", -1, 256),
+    ]
+    assert body == {"keep_alive": "30m", "options": {"num_ctx": 4096, "num_predict": 256, "temperature": 0}}
+    same = {"keep_alive": "30m", "options": {"num_ctx": 4096, "num_predict": 100}}
+    assert policy.apply(policy.fields("/api/chat"), same) == []  # already within the policy: forwarded as is
+    assert policy.apply(policy.fields("/api/chat"), {"messages": []}) == []  # absent keys are not added
+    assert policy.apply(policy.fields("/v1/chat/completions"), {"max_tokens": "lots"}) == []  # Ollama's to refuse
+    assert [c.field for c in policy.apply(policy.fields("/v1/messages"), {"max_tokens": 9999})] == ["max_tokens"]
+    assert policy.fields("/v1/embeddings") == ()
+    assert RequestPolicy(Settings()).fields("/api/chat") == ()  # all off: every route on the fast path
+
+
+def test_keep_alive_setting_is_validated_and_typed():
+    assert Settings(keep_alive="-1").keep_alive_value == -1
+    assert Settings(keep_alive="1h30m").keep_alive_value == "1h30m"
+    with pytest.raises(ValueError, match="duration"):
+        Settings(keep_alive="forever")
+
+
+def test_token_counts_come_from_the_last_object_only():
+    ndjson = b'{"message":{"content":"say \\"eval_count\\":99"},"done":false}\n{"done":true,"prompt_eval_count":12,'
+    ndjson += b'"eval_count":34,"eval_duration":2000000000}\n'
+    usage = tokens.from_tail(ndjson, "/api/chat")
+    assert (usage.prompt, usage.completion, usage.eval_seconds) == (12, 34, 2.0)
+    sse = b'data: {"usage":{"prompt_tokens":0,"completion_tokens":0}}\n\ndata: {"choices":[],"usage":'
+    sse += b'{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}\n\ndata: [DONE]\n\n'
+    assert (tokens.from_tail(sse, "/v1/completions").prompt, tokens.from_tail(sse, "/v1/completions").completion) == (
+        5,
+        7,
+    )
+    anthropic = b'event: message_delta\ndata: {"usage":{"input_tokens":3,"output_tokens":9}}\n\n'
+    assert tokens.from_tail(anthropic, "/v1/messages").completion == 9
+    assert tokens.from_tail(b'data: {"choices":[]}\n\n', "/v1/chat/completions") is None
+
+
+# ---- over real HTTP ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def policy_service(start_service, ollama_double):
+    env = base_env(ollama_double, MAX_REQUEST_BYTES="4096", KEEP_ALIVE="10m", NUM_CTX="2048", MAX_PREDICT="3")
+    return start_service(**env)
+
+
+@pytest.mark.parametrize(
+    ("path", "shape"),
+    [("/api/chat", "ollama"), ("/v1/chat/completions", "openai"), ("/v1/messages", "anthropic")],
+)
+def test_too_large_body_is_413_in_the_family_format_and_the_service_keeps_serving(policy_service, double, path, shape):
+    big = json.dumps({**CHAT, "messages": [{"role": "user", "content": "x" * 5000}]}).encode()
+    resp = httpx.post(policy_service.url + path, content=big, headers={"content-type": "application/json"})
+    assert resp.status_code == 413
+    error = resp.json()
+    message = {"ollama": lambda: error["error"], "openai": lambda: error["error"]["message"]}.get(
+        shape, lambda: error["error"]["message"]
+    )()
+    assert "4096" in message and "MAX_REQUEST_BYTES" in message
+
+    def chunked():  # no Content-Length: decided while reading
+        for i in range(0, len(big), 1000):
+            yield big[i : i + 1000]
+
+    assert httpx.post(policy_service.url + path, content=chunked()).status_code == 413
+    assert double.requests == []  # never forwarded
+    assert httpx.post(policy_service.url + "/api/chat", json=CHAT).status_code == 200  # still serving
+
+
+def test_413_is_read_before_the_upload_ends(policy_service, double):
+    host, port = policy_service.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"POST /api/chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n")
+        sock.sendall(b"content-length: 67108864\r\n\r\n{")  # claims 64 MB, sends one byte
+        assert sock.recv(65536).startswith(b"HTTP/1.1 413")
+
+
+def test_policy_rewrites_and_logs_and_counts(policy_service, double):
+    body = {**CHAT, "keep_alive": 0, "options": {"num_ctx": 8192, "num_predict": 500}}
+    resp = httpx.post(policy_service.url + "/api/chat", json=body, headers={"x-request-id": "policy-1"})
+    assert resp.status_code == 200 and resp.json()["eval_count"] == 3
+    sent = double.requests[-1].body
+    assert sent["keep_alive"] == "10m" and sent["options"] == {"num_ctx": 2048, "num_predict": 3}
+    logged = policy_service.wait_log(lambda r: r.get("request_id") == "policy-1" and r.get("field"))
+    assert {(r["field"], r["old"], r["new"]) for r in logged} == {
+        ("keep_alive", 0, "10m"),
+        ("options.num_ctx", 8192, 2048),
+        ("options.num_predict", 500, 3),
+    }
+    metrics = httpx.get(policy_service.url + "/metrics").text
+    assert metric_value(metrics, "gateway_policy_replacements_total", field="keep_alive") >= 1
+    raw = b'{"model":  "llama3.2:1b", "messages": [], "stream": false}'  # nothing to replace: byte for byte
+    httpx.post(policy_service.url + "/api/chat", content=raw)
+    assert double.requests[-1].raw == raw
+
+
+def test_tokens_are_counted_per_model_and_route_and_logged(service, double):
+    before = httpx.get(service.url + "/metrics").text
+    labels = {"model": MODEL, "route": "/api/chat"}
+    httpx.post(service.url + "/api/chat", json={**CHAT, "stream": True}, headers={"x-request-id": "tokens-1"})
+    httpx.post(service.url + "/v1/messages", json={"model": MODEL, "max_tokens": 2, "messages": CHAT["messages"]})
+    after = httpx.get(service.url + "/metrics").text
+    grew = metric_value(after, "gateway_completion_tokens_total", **labels) - metric_value(
+        before, "gateway_completion_tokens_total", **labels
+    )
+    assert grew == 5
+    assert metric_value(after, "gateway_prompt_tokens_total", **labels) > 0
+    assert metric_value(after, "gateway_tokens_per_second_count", **labels) >= 1
+    assert metric_value(after, "gateway_completion_tokens_total", model=MODEL, route="/v1/messages") >= 2
+    [line] = service.wait_log(lambda r: r.get("request_id") == "tokens-1")
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (2, 5)
+
+
+def test_embeddings_have_their_own_gate(start_service, ollama_double, double):
+    proc = start_service(**base_env(ollama_double, MAX_CONCURRENT="1", MAX_QUEUE="0", EMBED_MAX_QUEUE="0"))
+    double.configure(first_token_delay=1.0)
+    with (
+        httpx.Client(base_url=proc.url, timeout=10) as http,
+        http.stream("POST", "/api/chat", json={**CHAT, "stream": True}) as running,
+    ):
+        next(running.iter_lines())  # a long generation holds the one generation slot
+        assert http.post("/api/chat", json=CHAT).status_code == 503  # generation queue: full
+        double.configure(first_token_delay=0.0)
+        embedded = http.post("/api/embed", json={"model": MODEL, "input": "lookup"})
+        assert embedded.status_code == 200 and embedded.json()["embeddings"]  # not behind the generation
