@@ -242,9 +242,8 @@ def test_responses_on_an_older_ollama_is_a_404_in_openai_format(clients, double)
     error = info.value.body
     assert error["type"] == "invalid_request_error" and "/v1/responses" in error["message"]
     assert "upgrade Ollama" in error["message"]
-    with pytest.raises(openai.NotFoundError):
-        with clients.openai.responses.stream(model=MODEL, input="Hello") as stream:
-            list(stream)
+    with pytest.raises(openai.NotFoundError), clients.openai.responses.stream(model=MODEL, input="Hello") as stream:
+        list(stream)
 
 
 def test_openai_model_retrieve_allowed_models_only(clients, double):
@@ -314,9 +313,9 @@ def test_anthropic_errors_keep_anthropic_format(clients, double):
         clients.anthropic.messages.create(model=MODEL, max_tokens=5, messages=USER)
     assert info.value.status_code == 502 and "GPU on fire" in info.value.body["error"]["message"]
     double.configure(status=200, error_after_tokens=2)
-    with pytest.raises(anthropic.APIStatusError, match="GPU on fire"):
-        with clients.anthropic.messages.stream(model=MODEL, max_tokens=64, messages=USER) as stream:
-            list(stream)
+    stream = clients.anthropic.messages.stream(model=MODEL, max_tokens=64, messages=USER)
+    with pytest.raises(anthropic.APIStatusError, match="GPU on fire"), stream as events:
+        list(events)
     resp = httpx.post(str(clients.anthropic.base_url).rstrip("/") + "/v1/messages", content=b"{")
     assert resp.status_code == 400 and resp.json()["type"] == "error"
 
