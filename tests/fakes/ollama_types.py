@@ -353,6 +353,8 @@ def _responses(body: dict[str, Any]) -> str | None:
             return "content must be a string or array"
         for part in content if kind == "message" and isinstance(content, list) else []:
             kind_of_part = (part or {}).get("type") if isinstance(part, dict | type(None)) else None
+            if isinstance(part, dict) and not isinstance(part.get("text"), str | None):
+                return "json: cannot unmarshal into Go struct field ResponsesTextContent.text of type string"
             if kind_of_part not in ("input_text", "output_text"):
                 return f"unknown content type: {kind_of_part}"  # (input_image / input_file need more)
     effort = (body.get("reasoning") or {}).get("effort")
