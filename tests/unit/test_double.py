@@ -1,7 +1,8 @@
 """The Ollama double keeps its contract (tests/fakes/ollama.py), proven over real HTTP.
 
 The service tests trust the double, so the double is checked here against the official clients (which encode
-Ollama's documented shapes; REFERENCE.md "The official ollama Python client") and against each control knob.
+Ollama's documented shapes: ollama/ollama-python ollama/_client.py, ollama/_types.py) and against each control
+knob.
 """
 
 from __future__ import annotations
@@ -217,7 +218,7 @@ def test_status_on_generation_comes_after_first_token_delay(double, http):
 def test_error_after_tokens_ends_stream_with_error_line(double, http):
     double.configure(error_after_tokens=2, fail_with="mid-stream failure")
     r = http.post("/api/chat", json=CHAT)
-    assert r.status_code == 200  # status stays 200 once streaming began (REFERENCE.md, Ollama errors)
+    assert r.status_code == 200  # status stays 200 once streaming began (https://docs.ollama.com/api/errors)
     lines = ndjson(r)
     assert [line["message"]["content"] for line in lines[:2]] == ["tok0", " tok1"]
     assert lines[2:] == [{"error": "mid-stream failure"}]
