@@ -229,7 +229,8 @@ def _openai_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _openai_to_native(body: dict[str, Any]) -> dict[str, Any]:
     """The fields of an OpenAI chat request the answer depends on, as Ollama's layer maps them (FromChatRequest)."""
     native: dict[str, Any] = {"tools": body.get("tools")}
-    effort = body.get("reasoning_effort") or (body.get("reasoning") or {}).get("effort")
+    reasoning = body.get("reasoning")  # a `reasoning` object, even an empty one, wins over reasoning_effort
+    effort = reasoning.get("effort") if reasoning is not None else body.get("reasoning_effort")
     native["think"] = None if effort in (None, "none") else effort
     fmt = body.get("response_format") or {}
     if fmt.get("type") == "json_schema":
@@ -404,7 +405,7 @@ class _App:
         body: Any = None
         if raw:
             try:
-                body = json.loads(raw)
+                body = ollama_types.loads(raw)  # as Go reads JSON: NaN refused, every duplicate key kept
             except ValueError:
                 body = None
         rec = RecordedRequest(
@@ -456,16 +457,16 @@ class _App:
         if raw and body is None and method == "POST":
             await self._error(out, path, 400, "invalid JSON request body")
             return
-        if method == "POST" and not management:
-            problem = ollama_types.check(path, body if isinstance(body, dict) else {})
-            if body is not None and not isinstance(body, dict):
-                problem = f"json: cannot unmarshal {type(body).__name__} into Go value of type struct"
-            if problem:
-                await self._error(out, path, 400, problem)
-                return
         if management:
             await self._management(method, path, body, out)
             return
+        if method == "POST":
+            # Decoded as Ollama's Go structs decode it; the handlers read that view (canonical field names).
+            status, decoded = ollama_types.check(path, body)
+            if status is not None:
+                await self._error(out, path, status, decoded)
+                return
+            body = decoded
         await handler(cfg=cfg, body=body if isinstance(body, dict) else {}, rec=rec, receive=receive, out=out)
 
     @staticmethod
@@ -514,6 +515,11 @@ class _App:
         model = self._resolve(name)
         if model is None:
             await self._error(out, path, 404, _NOT_FOUND.format(name))
+            return None
+        late = ollama_types.late_problem(path, body)  # raw mode, option types, format: checked after the model
+        if late is not None:
+            await self._error(out, path, *late)
+            return None
         return model
 
     # -- simple routes --
@@ -788,9 +794,8 @@ class _App:
             return
         messages = body["messages"]  # ollama_types.check: a non-empty list
         prompt = " ".join(m["content"] for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str))
-        plan = self._plan(
-            cfg, _openai_to_native(body), body.get("max_completion_tokens", body.get("max_tokens")), prompt
-        )
+        # Ollama reads max_tokens only (openai.ChatCompletionRequest has no max_completion_tokens).
+        plan = self._plan(cfg, _openai_to_native(body), body.get("max_tokens"), prompt)
         logprobs = body.get("logprobs") is True
         top = body.get("top_logprobs") if isinstance(body.get("top_logprobs"), int) else 0
         created = int(time.time())
