@@ -30,7 +30,7 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from . import schemas
+from . import bodies, schemas
 from .config import Settings, normalize_model
 from .errors import error_response
 from .limits import ConcurrencyGate
@@ -159,6 +159,11 @@ def build_router(
             return error_response(path, 400, "request body must be JSON")
         if not isinstance(payload, dict):
             return error_response(path, 400, "request body must be a JSON object")
+        spelled = bodies.misspelled(path, payload)
+        if spelled is not None:
+            key, field = spelled
+            message = f"'{key}' would be read by Ollama as '{field}' (it ignores the case of keys): write '{field}'"
+            return error_response(path, 400, message, param=key)
         model = payload.get("model")
         if not isinstance(model, str) or not model.strip():
             return error_response(path, 400, "model is required", param="model")
@@ -168,6 +173,9 @@ def build_router(
             names = [m for m in served_names if normalize_model(m) in models]
             message = f"model '{model}' not found; this server serves: {', '.join(names)}"
             return error_response(path, 404, message, code="model_not_found", param="model")
+        refused = bodies.problem(path, payload)
+        if refused is not None:
+            return error_response(path, 400, refused[0], param=refused[1])
         return body, payload, model
 
     def apply_policy(request: Request, body: bytes, payload: dict) -> bytes:
