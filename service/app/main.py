@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
+from . import schemas
 from .auth import AccessVerifier
 from .config import ConfigError, Settings, load_settings
 from .errors import error_response
@@ -65,6 +66,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
+    app.openapi_version = "3.0.3"  # draft-4 schemas: an integer is an integer literal, as for Go (schemas.py)
+
+    def openapi() -> dict:
+        # The generated document, plus the schemas request bodies refer to by $ref (a recursive one).
+        if app.openapi_schema is None:
+            FastAPI.openapi(app).setdefault("components", {}).setdefault("schemas", {}).update(schemas.COMPONENTS)
+        return app.openapi_schema
+
+    app.openapi = openapi
     router, fast_lane = build_router(settings, upstream, gates, metrics)
     app.include_router(router)
 
