@@ -8,6 +8,7 @@ The contract other parts rely on is written down in the README section "Ollama d
   deterministic tokens ("tok0", " tok1", ...; see :func:`expected_text`) after ``first_token_delay`` seconds
   (nothing at all, not even the status line, is sent before it: that is how a cold model load looks to a
   proxy) and ``token_delay`` seconds between tokens.
+* Embedding routes answer after ``embedding_delay`` seconds (a slow embedding model), watching the connection.
 * ``status`` != 200 makes every ``/api/*`` and ``/v1/*`` route answer that status with Ollama's error body
   (generation routes only after ``first_token_delay``, like a model that fails to load);
   ``error_after_tokens=N`` streams N tokens then ends the stream with an error line (status stays 200).
@@ -101,6 +102,7 @@ class DoubleConfig:
     tool_calls: list = dataclasses.field(default_factory=list)
     thinking: str = "Let me think."  # the thinking text of an answer to a request with `think` on
     embedding_dimensions: int = 8  # length of every embedding vector (a request's `dimensions` may shorten it)
+    embedding_delay: float = 0.0  # seconds before an embedding answer
     # Paths this Ollama does not serve (gin's plain-text 404), e.g. ["/v1/responses"] for Ollama before 0.13.3.
     missing_routes: list = dataclasses.field(default_factory=list)
 
@@ -121,13 +123,14 @@ class DoubleConfig:
             "tool_calls": (list,),
             "thinking": (str,),
             "embedding_dimensions": (int,),
+            "embedding_delay": (int, float),
             "missing_routes": (list,),
         }
         for name, types in checks.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, types):
                 raise ValueError(f"{name}: {value!r} is not {'/'.join(t.__name__ for t in types)}")
-        if self.first_token_delay < 0 or self.token_delay < 0 or self.token_count < 0:
+        if self.first_token_delay < 0 or self.token_delay < 0 or self.token_count < 0 or self.embedding_delay < 0:
             raise ValueError("delays and token_count must be >= 0")
         if not 100 <= self.status <= 599:
             raise ValueError(f"status: {self.status} is not an HTTP status")
@@ -1181,8 +1184,22 @@ class _App:
         size = dimensions if isinstance(dimensions, int) and 0 < dimensions <= cfg.embedding_dimensions else None
         return [embedding_vector(t, size or cfg.embedding_dimensions) for t in texts]
 
+    async def _embedding_answer(
+        self, cfg: DoubleConfig, rec: RecordedRequest, receive: Receive, out: _Responder, answer: dict[str, Any]
+    ) -> None:
+        """An embedding answer, after embedding_delay (cancelled when the client leaves first)."""
+
+        async def respond() -> None:
+            await asyncio.sleep(cfg.embedding_delay)
+            await out.json(200, answer)
+
+        if cfg.embedding_delay:
+            await self._run_cancellable(receive, rec, respond)
+        else:
+            await out.json(200, answer)
+
     async def _embed(
-        self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, out: _Responder, **_: Any
+        self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
     ) -> None:
         # server/routes.go EmbedHandler: a string or a list of strings; "" or [] embeds nothing.
         model = await self._model_or_error(body, out, rec.path)
@@ -1194,20 +1211,21 @@ class _App:
         answer.update(
             total_duration=2_000_000, load_duration=1_000_000, prompt_eval_count=sum(len(t.split()) for t in texts)
         )
-        await out.json(200, answer)
+        await self._embedding_answer(cfg, rec, receive, out, answer)
 
     async def _embeddings(
-        self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, out: _Responder, **_: Any
+        self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
     ) -> None:
         # The legacy route: {prompt} -> {embedding}; an empty prompt gets an empty vector.
         model = await self._model_or_error(body, out, rec.path)
         if model is None:
             return
         prompt = body.get("prompt") or ""
-        await out.json(200, {"embedding": self._vectors(cfg, [prompt], None)[0] if prompt else []})
+        answer = {"embedding": self._vectors(cfg, [prompt], None)[0] if prompt else []}
+        await self._embedding_answer(cfg, rec, receive, out, answer)
 
     async def _openai_embeddings(
-        self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, out: _Responder, **_: Any
+        self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
     ) -> None:
         # middleware/openai.go EmbeddingsMiddleware + openai.ToEmbeddingList.
         model = await self._model_or_error(body, out, rec.path)
@@ -1216,21 +1234,19 @@ class _App:
         given = body["input"]
         texts = [given] if isinstance(given, str) else list(given)
         vectors = self._vectors(cfg, texts, body.get("dimensions"))
-        as_base64 = str(body.get("encoding_format") or "").lower() == "base64"
+        as_base64 = ollama_types.fold(body.get("encoding_format") or "") == "BASE64"  # strings.EqualFold
         data = [
             {"object": "embedding", "embedding": _float32_base64(v) if as_base64 else v, "index": i}
             for i, v in enumerate(vectors)
         ]
         tokens = sum(len(t.split()) for t in texts)
-        await out.json(
-            200,
-            {
-                "object": "list",
-                "data": data,
-                "model": model,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            },
-        )
+        answer = {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        await self._embedding_answer(cfg, rec, receive, out, answer)
 
     @staticmethod
     async def _run_cancellable(receive: Receive, rec: RecordedRequest, produce: Callable[[], Awaitable[None]]) -> None:

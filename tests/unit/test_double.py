@@ -301,6 +301,15 @@ def test_client_leaving_during_first_token_delay_is_cancelled(double, http):
     assert rec.status is None and rec.chunks_sent == 0
 
 
+@pytest.mark.parametrize("path", ["/api/embed", "/api/embeddings", "/v1/embeddings"])
+def test_embedding_delay_holds_the_answer_until_the_client_leaves(double, http, path):
+    double.configure(embedding_delay=30)
+    with pytest.raises(httpx.ReadTimeout):
+        http.post(path, json={"model": MODEL, "input": "x", "prompt": "x"}, timeout=0.3)
+    rec = double.wait_for(lambda r: r.cancelled, timeout=2)
+    assert rec.path == path and rec.status is None
+
+
 def test_completed_request_is_not_cancelled(double, http):
     http.post("/api/chat", json=CHAT)
     rec = double.wait_for(lambda r: r.completed)

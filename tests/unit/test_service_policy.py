@@ -137,15 +137,45 @@ def test_tokens_are_counted_per_model_and_route_and_logged(service, double):
     assert (line["prompt_tokens"], line["completion_tokens"]) == (2, 5)
 
 
+def _hold(url: str, path: str, body: dict) -> socket.socket:
+    """Send a request on a raw connection and leave it open: its slot is held until the socket is closed."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    payload = json.dumps(body).encode()
+    head = f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+    sock.sendall(head.encode() + b"content-length: %d\r\n\r\n" % len(payload) + payload)
+    return sock
+
+
+def _gauge(http: httpx.Client, name: str) -> float:
+    return metric_value(http.get("/metrics").text, name)
+
+
 def test_embeddings_have_their_own_gate(start_service, ollama_double, double):
-    proc = start_service(**base_env(ollama_double, MAX_CONCURRENT="1", MAX_QUEUE="0", EMBED_MAX_QUEUE="0"))
-    double.configure(first_token_delay=1.0)
-    with (
-        httpx.Client(base_url=proc.url, timeout=10) as http,
-        http.stream("POST", "/api/chat", json={**CHAT, "stream": True}) as running,
-    ):
-        next(running.iter_lines())  # a long generation holds the one generation slot
-        assert http.post("/api/chat", json=CHAT).status_code == 503  # generation queue: full
-        double.configure(first_token_delay=0.0)
-        embedded = http.post("/api/embed", json={"model": MODEL, "input": "lookup"})
-        assert embedded.status_code == 200 and embedded.json()["embeddings"]  # not behind the generation
+    # One slot and no queue in each gate. The request holding a slot waits in the double until its client leaves
+    # (the delays are far beyond the test), so nothing here depends on timing: the test waits on what the double
+    # received and reads the service's /metrics gauges.
+    env = base_env(ollama_double, MAX_CONCURRENT="1", MAX_QUEUE="0", EMBED_MAX_CONCURRENT="1", EMBED_MAX_QUEUE="0")
+    proc = start_service(**env)
+    embed = {"model": MODEL, "input": "lookup"}
+    with httpx.Client(base_url=proc.url, timeout=10) as http:
+        # A long generation holds the one generation slot; a retrieval lookup does not wait behind it.
+        double.configure(first_token_delay=600)
+        generation = _hold(proc.url, "/api/chat", {**CHAT, "stream": True})
+        double.wait_for(lambda r: r.path == "/api/chat", timeout=10)  # forwarded: the slot is taken
+        assert http.post("/api/chat", json=CHAT).status_code == 503  # the generation queue is full
+        embedded = http.post("/api/embed", json=embed)
+        assert embedded.status_code == 200 and embedded.json()["embeddings"]
+        assert _gauge(http, "gateway_generations_in_flight") == 1  # served while the generation still runs
+        generation.close()
+        double.wait_for(lambda r: r.path == "/api/chat" and r.cancelled, timeout=10)
+        # A slow embedding holds the one embedding slot; a burst of lookups is refused, chat is not starved.
+        double.configure(first_token_delay=0, embedding_delay=600)
+        lookup = _hold(proc.url, "/api/embed", embed)
+        double.wait_for(lambda r: r.path == "/api/embed" and not r.completed, timeout=10)
+        burst = [http.post(path, json=embed).status_code for path in ("/api/embed", "/v1/embeddings")]
+        assert burst == [503, 503]  # the embedding queue is full
+        assert http.post("/api/chat", json=CHAT).status_code == 200
+        assert _gauge(http, "gateway_embeddings_in_flight") == 1  # chat was served while the lookup still ran
+        lookup.close()
+        double.wait_for(lambda r: r.path == "/api/embed" and r.cancelled, timeout=10)
