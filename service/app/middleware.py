@@ -96,6 +96,9 @@ class RequestContext:
                     "duration_ms": round(duration * 1000, 2),
                     "client": client[0] if client else None,
                 }
+                replaced = scope["state"].get("replaced")  # the request policy's replacements (routes.py)
+                if replaced is not None:
+                    line["replaced"] = replaced
                 usage = scope["state"].get("usage")  # set by a generation whose answer carried token counts
                 if usage is not None:
                     line["model"] = scope["state"].get("model")

@@ -51,14 +51,16 @@ class RequestPolicy:
         self.keep_alive = settings.keep_alive_value
         self.num_ctx = settings.num_ctx
         self.max_predict = settings.max_predict
-        self.active = any(v is not None for v in (self.keep_alive, self.num_ctx, self.max_predict))
+        wanted = {"keep_alive": self.keep_alive, "num_ctx": self.num_ctx}
+        # Per route, once: the governed fields a setting is on for (empty: the route's fast path).
+        self._fields = {
+            path: tuple(f for f in names if wanted.get(f, self.max_predict) is not None)
+            for path, names in FIELDS.items()
+        }
 
     def fields(self, path: str) -> tuple[str, ...]:
         """The governed fields of this route that a setting is on for (empty: the route's fast path)."""
-        if not self.active:
-            return ()
-        wanted = {"keep_alive": self.keep_alive, "num_ctx": self.num_ctx}
-        return tuple(f for f in FIELDS.get(path, ()) if wanted.get(f, self.max_predict) is not None)
+        return self._fields.get(path, ())
 
     def apply(self, fields: tuple[str, ...], payload: dict) -> list[Replacement]:
         """Rewrite `payload` in place for the given fields; return what changed (empty: forward the body as is)."""

@@ -21,7 +21,6 @@ Middleware (request id, logs, CORS, JWT, rate limit) is in middleware.py and wir
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
@@ -37,8 +36,6 @@ from .limits import ConcurrencyGate
 from .metrics import Metrics
 from .policy import RequestPolicy
 from .upstream import Forward, Generation, Reply, Upstream, UpstreamError, passthrough
-
-log = logging.getLogger("app.policy")
 
 # (path, method) as Ollama serves them (server/routes.go).
 MANAGEMENT_ROUTES = (
@@ -140,6 +137,7 @@ def build_router(
     served = settings.embedding_model_set  # listings, /api/show, /v1/models/{model}: every model we serve
     served_names = settings.served_models
     policy = RequestPolicy(settings)
+    replaced: dict[str, object] = {}  # policy field -> its gateway_policy_replacements_total child
     limit = settings.max_request_bytes
     health_body = json.dumps({"status": "ok", "env": settings.app_env, "version": settings.app_version}).encode()
     responses = schemas.Responses(settings)
@@ -186,19 +184,16 @@ def build_router(
         changes = policy.apply(fields, payload)
         if not changes:
             return body
-        request_id = request.scope.get("state", {}).get("request_id")
         for change in changes:
-            metrics.policy_replacements.labels(change.field).inc()
-            log.info(
-                {
-                    "msg": "policy replaced a request field",
-                    "request_id": request_id,
-                    "path": request.url.path,
-                    "field": change.field,
-                    "old": change.old,
-                    "new": change.new,
-                }
-            )
+            counter = replaced.get(change.field)
+            if counter is None:  # labels() takes a lock: resolve each field's child once (a bounded set)
+                counter = replaced[change.field] = metrics.policy_replacements.labels(change.field)
+            counter.inc()
+        # Logged in the request's own access log line (middleware.RequestContext): a log line of its own would
+        # cost more CPU than the rest of the rewrite.
+        request.scope.setdefault("state", {})["replaced"] = [
+            {"field": c.field, "old": c.old, "new": c.new} for c in changes
+        ]
         return json.dumps(payload, separators=(",", ":")).encode()
 
     def load_carrying(route: Forward) -> Handler:

@@ -107,8 +107,9 @@ def test_policy_rewrites_and_logs_and_counts(policy_service, double):
     assert resp.status_code == 200 and resp.json()["eval_count"] == 3
     sent = double.requests[-1].body
     assert sent["keep_alive"] == "10m" and sent["options"] == {"num_ctx": 2048, "num_predict": 3}
-    logged = policy_service.wait_log(lambda r: r.get("request_id") == "policy-1" and r.get("field"))
-    assert {(r["field"], r["old"], r["new"]) for r in logged} == {
+    [logged] = policy_service.wait_log(lambda r: r.get("request_id") == "policy-1")  # its one access log line
+    assert logged["msg"] == "request" and logged["status"] == 200
+    assert {(r["field"], r["old"], r["new"]) for r in logged["replaced"]} == {
         ("keep_alive", 0, "10m"),
         ("options.num_ctx", 8192, 2048),
         ("options.num_predict", 500, 3),
