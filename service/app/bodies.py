@@ -35,7 +35,7 @@ FIELDS: dict[str, frozenset[str]] = {
     "/v1/messages": frozenset(("model", "stream", "max_tokens")),
 }
 # api.Options / api.Runner fields and what Options.FromMap accepts for them (null is skipped; unknown keys ignored).
-_NUMBER_OPTIONS = frozenset(
+NUMBER_OPTIONS = frozenset(
     (
         "num_ctx",
         "num_batch",
@@ -106,7 +106,7 @@ def _options_problem(options: object) -> str | None:
     for key, value in options.items():
         if value is None:
             continue
-        if key in _NUMBER_OPTIONS and (isinstance(value, bool) or not isinstance(value, int | float)):
+        if key in NUMBER_OPTIONS and (isinstance(value, bool) or not isinstance(value, int | float)):
             return f"options.{key} must be a number"
         if key == "use_mmap" and not isinstance(value, bool):
             return "options.use_mmap must be true or false"

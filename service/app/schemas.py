@@ -22,7 +22,7 @@ service refuses itself (bodies.py). The rules that keep them true:
 
 from __future__ import annotations
 
-from .bodies import FIELDS
+from .bodies import FIELDS, NUMBER_OPTIONS
 from .config import Settings
 from .errors import ANTHROPIC, OLLAMA, OPENAI, family
 
@@ -136,26 +136,7 @@ _OPTIONS = _opt(
         "type": "object",
         "description": "Model parameters (api.Options; Options.FromMap checks these types, ignores unknown keys)",
         "properties": {
-            **{
-                name: _OPTION_NUMBER
-                for name in (
-                    "num_batch",
-                    "num_gpu",
-                    "main_gpu",
-                    "num_thread",
-                    "num_keep",
-                    "seed",
-                    "top_k",
-                    "repeat_last_n",
-                    "top_p",
-                    "min_p",
-                    "typical_p",
-                    "temperature",
-                    "repeat_penalty",
-                    "presence_penalty",
-                    "frequency_penalty",
-                )
-            },
+            **{name: _OPTION_NUMBER for name in sorted(NUMBER_OPTIONS)},
             "num_predict": _opt(NUMBER, "Tokens to generate; capped by MAX_PREDICT when that is set"),
             "num_ctx": _opt(NUMBER, "Context size; replaced by NUM_CTX when that is set"),
             "use_mmap": _opt(BOOL),

@@ -372,45 +372,32 @@ _MESSAGE = Struct(
 _KEEP_ALIVE = Custom(_duration)  # *api.Duration
 _THINK = Custom(_think)  # *api.ThinkValue
 _OPTIONS = ("map", "any")
-CHAT = Struct(
-    "api.ChatRequest",
-    {
-        "model": "str",
-        "messages": ("list", _MESSAGE),
-        "stream": "bool",
-        "format": "raw",
-        "keep_alive": _KEEP_ALIVE,
-        "tools": ("list", TOOL),
-        "options": _OPTIONS,
-        "think": _THINK,
-        "truncate": "bool",
-        "shift": "bool",
-        "_debug_render_only": "bool",
-        "logprobs": "bool",
-        "top_logprobs": "int",
-    },
-)
+# The fields api.ChatRequest and api.GenerateRequest share.
+_GENERATION = {
+    "model": "str",
+    "stream": "bool",
+    "format": "raw",
+    "keep_alive": _KEEP_ALIVE,
+    "options": _OPTIONS,
+    "think": _THINK,
+    "truncate": "bool",
+    "shift": "bool",
+    "_debug_render_only": "bool",
+    "logprobs": "bool",
+    "top_logprobs": "int",
+}
+CHAT = Struct("api.ChatRequest", {**_GENERATION, "messages": ("list", _MESSAGE), "tools": ("list", TOOL)})
 GENERATE = Struct(
     "api.GenerateRequest",
     {
-        "model": "str",
+        **_GENERATION,
         "prompt": "str",
         "suffix": "str",
         "system": "str",
         "template": "str",
         "context": ("list", "int"),
-        "stream": "bool",
         "raw": "bool",
-        "format": "raw",
-        "keep_alive": _KEEP_ALIVE,
         "images": ("list", "bytes"),
-        "options": _OPTIONS,
-        "think": _THINK,
-        "truncate": "bool",
-        "shift": "bool",
-        "_debug_render_only": "bool",
-        "logprobs": "bool",
-        "top_logprobs": "int",
         "width": "int32",
         "height": "int32",
         "steps": "int32",
