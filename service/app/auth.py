@@ -1,10 +1,11 @@
 """Optional Cloudflare Access check (defence in depth; Cloudflare Access itself authenticates at the edge).
 
 Cloudflare adds `Cf-Access-Jwt-Assertion`, an RS256 JWT whose `aud` is the Access application's AUD tag, signed by
-keys published at https://<team>.cloudflareaccess.com/cdn-cgi/access/certs (REFERENCE.md, "Cloudflare Tunnel and
-Access"). Keys are fetched with the service's pooled session (http_client.py) and cached for CF_ACCESS_JWKS_TTL;
-an unknown `kid` (key rotation) triggers a refetch, at most once per REFETCH_INTERVAL so random kids cannot hammer
-the certs URL.
+keys published at https://<team>.cloudflareaccess.com/cdn-cgi/access/certs; Cloudflare recommends validating it at
+the origin (https://developers.cloudflare.com/cloudflare-one/identity/authorization-cookie/validating-json/).
+Keys are fetched with the service's pooled session (http_client.py) and cached for CF_ACCESS_JWKS_TTL; an unknown
+`kid` (key rotation) triggers a refetch, at most once per REFETCH_INTERVAL so random kids cannot hammer the certs
+URL.
 """
 
 from __future__ import annotations

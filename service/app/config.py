@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -24,6 +25,12 @@ ALLOWED_ENVS = ("local", "staging", "production")
 LOCAL_DEFAULT_MODEL = "llama3.2:1b"
 
 CommaList = Annotated[list[str], NoDecode]
+# 20 MiB: room for a few base64 images in one chat; the same size Ollama caps a decompressed /v1/responses body at
+# (ollama/ollama middleware/openai.go maxDecompressedBodySize = 20 << 20). nginx's client_max_body_size 20m agrees.
+DEFAULT_MAX_REQUEST_BYTES = 20 * 1024 * 1024
+# Ollama's keep_alive: a number of seconds or a Go duration string ("5m", "1h30m"); negative = keep loaded forever
+# (ollama/ollama api/types.go Duration.UnmarshalJSON, time.ParseDuration).
+_GO_DURATION = re.compile(r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|µs|μs|ms|s|m|h))+")
 
 
 class ConfigError(Exception):
@@ -34,6 +41,18 @@ def normalize_model(name: str) -> str:
     """Ollama treats a model name without a tag as `:latest` (`llama3.2` == `llama3.2:latest`)."""
     name = name.strip()
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def parse_keep_alive(value: str) -> int | float | str:
+    """KEEP_ALIVE as it goes into a request body: a JSON number for plain seconds, else the duration string."""
+    text = value.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        if not _GO_DURATION.fullmatch(text):
+            raise ValueError(f"{value!r} is neither seconds (e.g. 300, -1) nor a duration like 5m, 1h30m") from None
+        return text
+    return int(number) if number.is_integer() else number
 
 
 def _split(value: object) -> object:
@@ -81,6 +100,19 @@ class Settings(BaseSettings):
     max_queue: int = Field(16, ge=0)  # generations waiting for a slot; more get 503 + Retry-After
     busy_retry_after: int = Field(5, ge=1)  # seconds, sent in Retry-After with 503 when the queue is full
 
+    # An embedding model served beside MODEL_NAME on the embedding routes only (listed, required by /ready).
+    embed_model_name: str = ""
+    # Embeddings have their own gate and queue: a retrieval lookup never waits behind a long generation, and a
+    # burst of embeddings never fills the generation queue.
+    embed_max_concurrent: int = Field(1, ge=1)
+    embed_max_queue: int = Field(32, ge=0)
+
+    # Request policy for the one Ollama staging and production share (policy.py). Empty = off.
+    max_request_bytes: int = Field(DEFAULT_MAX_REQUEST_BYTES, ge=0)  # larger bodies get 413; 0 = no limit
+    keep_alive: str = ""  # replaces a client's keep_alive (a keep_alive of 0 would unload the model for everyone)
+    num_ctx: int | None = Field(None, ge=1)  # replaces a different options.num_ctx (a new size reloads the model)
+    max_predict: int | None = Field(None, ge=1)  # caps num_predict / max_tokens / max_output_tokens
+
     # Cloudflare Access JWT check: on when both are set, off when both are empty.
     cf_access_aud: str = ""
     cf_access_certs_url: str = ""
@@ -90,6 +122,18 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split(value)
+
+    @field_validator("num_ctx", "max_predict", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _keep_alive(cls, value: str) -> str:
+        if value.strip():
+            parse_keep_alive(value)  # raises ValueError with the reason
+        return value.strip()
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -139,7 +183,26 @@ class Settings(BaseSettings):
 
     @property
     def allowed_model_set(self) -> frozenset[str]:
+        """Models the generation routes forward."""
         return frozenset(normalize_model(m) for m in self.allowed_models)
+
+    @property
+    def embedding_model_set(self) -> frozenset[str]:
+        """Models the embedding routes forward: ALLOWED_MODELS and EMBED_MODEL_NAME."""
+        extra = {normalize_model(self.embed_model_name)} if self.embed_model_name else set()
+        return self.allowed_model_set | extra
+
+    @property
+    def served_models(self) -> list[str]:
+        """Every model this deployment serves, as listed by /api/tags and /v1/models (and in the OpenAPI enums)."""
+        names = list(self.allowed_models)
+        if self.embed_model_name and normalize_model(self.embed_model_name) not in self.allowed_model_set:
+            names.append(self.embed_model_name)
+        return names
+
+    @property
+    def keep_alive_value(self) -> int | float | str | None:
+        return parse_keep_alive(self.keep_alive) if self.keep_alive else None
 
 
 def _format(error: ValidationError) -> str:

@@ -1,4 +1,4 @@
-"""Admission control: a bounded concurrency gate for generations and a per-client rate limit.
+"""Admission control: bounded concurrency gates (generations; embeddings) and a per-client rate limit.
 
 Ollama's own queue (OLLAMA_MAX_QUEUE=512) no longer refuses requests for a loaded model, they just wait
 (server/sched.go), so the gateway keeps its own small, visible queue and refuses the rest with 503 + Retry-After.
@@ -11,7 +11,7 @@ import ipaddress
 import math
 import time
 
-from .metrics import Metrics
+from prometheus_client import Gauge
 
 
 class QueueFull(Exception):
@@ -21,11 +21,13 @@ class QueueFull(Exception):
 class ConcurrencyGate:
     """At most `limit` holders; at most `max_queue` waiters; anyone beyond gets QueueFull at once."""
 
-    def __init__(self, limit: int, max_queue: int, metrics: Metrics) -> None:
+    def __init__(self, limit: int, max_queue: int, queue_depth: Gauge, in_flight: Gauge, name: str) -> None:
         self._sem = asyncio.Semaphore(limit)
         self._max_queue = max_queue
         self._waiting = 0
-        self._metrics = metrics
+        self._queue_depth = queue_depth
+        self._in_flight = in_flight
+        self.name = name  # "generation" | "embedding": named in the 503 and the rejection metric
 
     def full(self) -> bool:
         return self._sem.locked() and self._waiting >= self._max_queue
@@ -35,18 +37,18 @@ class ConcurrencyGate:
             if self.full():
                 raise QueueFull
             self._waiting += 1
-            self._metrics.queue_depth.set(self._waiting)
+            self._queue_depth.set(self._waiting)
             try:
                 await self._sem.acquire()  # a client that leaves while queued is cancelled here
             finally:
                 self._waiting -= 1
-                self._metrics.queue_depth.set(self._waiting)
+                self._queue_depth.set(self._waiting)
         else:
             await self._sem.acquire()
-        self._metrics.in_flight.inc()
+        self._in_flight.inc()
 
     def release(self) -> None:
-        self._metrics.in_flight.dec()
+        self._in_flight.dec()
         self._sem.release()
 
 

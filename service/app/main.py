@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
+from . import schemas
 from .auth import AccessVerifier
 from .config import ConfigError, Settings, load_settings
 from .errors import error_response
@@ -26,7 +27,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     setup_logging(settings.log_level)
     metrics = Metrics()
     upstream = Upstream(settings, metrics)
-    gate = ConcurrencyGate(settings.max_concurrent, settings.max_queue, metrics)
+    gates = {
+        "generation": ConcurrencyGate(
+            settings.max_concurrent, settings.max_queue, metrics.queue_depth, metrics.in_flight, "generation"
+        ),
+        "embedding": ConcurrencyGate(
+            settings.embed_max_concurrent,
+            settings.embed_max_queue,
+            metrics.embed_queue_depth,
+            metrics.embed_in_flight,
+            "embedding",
+        ),
+    }
     verifier = None
     if settings.jwt_enabled:
         verifier = AccessVerifier(settings.cf_access_aud, settings.cf_access_certs_url, settings.cf_access_jwks_ttl)
@@ -54,13 +66,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
-    router, fast_lane = build_router(settings, upstream, gate, metrics)
+    app.openapi_version = "3.0.3"  # draft-4 schemas: an integer is an integer literal, as for Go (schemas.py)
+
+    def openapi() -> dict:
+        # The generated document, plus the schemas request bodies refer to by $ref (a recursive one).
+        if app.openapi_schema is None:
+            FastAPI.openapi(app).setdefault("components", {}).setdefault("schemas", {}).update(schemas.COMPONENTS)
+        return app.openapi_schema
+
+    app.openapi = openapi
+    router, fast_lane = build_router(settings, upstream, gates, metrics)
     app.include_router(router)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc: StarletteHTTPException):
         # 404/405 for paths we do not serve, in the family's format (Ollama: {"error": ...}).
-        return error_response(request.url.path, exc.status_code, str(exc.detail), headers=exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            # Starlette names only the first matching route's methods; a path can have several routes.
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(router, request.scope))}
+        return error_response(request.url.path, exc.status_code, str(exc.detail), headers=headers)
 
     # Middleware: the last added is the outermost.
     app.add_middleware(FastLane, routes=fast_lane)
@@ -87,6 +112,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routes = frozenset([app.openapi_url, *(route.path for route in router.routes)])
     app.add_middleware(RequestContext, metrics=metrics, routes=routes)
     return app
+
+
+def allowed_methods(router, scope) -> list[str]:
+    """Every method some route of this path answers (RFC 9110 15.5.6: a 405 must list them in Allow)."""
+    methods: set[str] = set()
+    for route in router.routes:
+        if route.path_regex.match(scope["path"]):
+            methods |= set(route.methods or ())
+    return sorted(methods)
 
 
 def _main_app() -> FastAPI:

@@ -37,6 +37,35 @@ class Metrics:
             "gateway_queue_depth", "Generations waiting for a concurrency slot", registry=self.registry
         )
         self.in_flight = Gauge("gateway_generations_in_flight", "Generations running upstream", registry=self.registry)
+        self.embed_queue_depth = Gauge(
+            "gateway_embed_queue_depth", "Embedding requests waiting for a slot of their own", registry=self.registry
+        )
+        self.embed_in_flight = Gauge(
+            "gateway_embeddings_in_flight", "Embedding requests running upstream", registry=self.registry
+        )
+        # Tokens from each answer's final object (tokens.py); model is one of the served models (a bounded set).
+        self.prompt_tokens = Counter(
+            "gateway_prompt_tokens_total", "Prompt tokens Ollama reported", ["model", "route"], registry=self.registry
+        )
+        self.completion_tokens = Counter(
+            "gateway_completion_tokens_total",
+            "Completion tokens Ollama reported",
+            ["model", "route"],
+            registry=self.registry,
+        )
+        self.tokens_per_second = Histogram(
+            "gateway_tokens_per_second",
+            "Generation speed Ollama reported (eval_count / eval_duration; Ollama's own routes only)",
+            ["model", "route"],
+            buckets=(1, 2, 5, 10, 15, 20, 30, 40, 60, 80, 100, 150, 200, 400),
+            registry=self.registry,
+        )
+        self.policy_replacements = Counter(
+            "gateway_policy_replacements_total",
+            "Request fields the policy replaced (KEEP_ALIVE, NUM_CTX, MAX_PREDICT), by field",
+            ["field"],
+            registry=self.registry,
+        )
         self.upstream_errors = Counter(
             "gateway_upstream_errors_total",
             "Failures talking to Ollama, by kind (connect, timeout, status_5xx, stream)",
@@ -45,7 +74,8 @@ class Metrics:
         )
         self.rejected = Counter(
             "gateway_rejected_total",
-            "Requests refused before reaching Ollama, by reason (queue_full, rate_limited, auth, model)",
+            "Requests refused before reaching Ollama, by reason "
+            "(queue_full, embed_queue_full, rate_limited, auth, model, too_large)",
             ["reason"],
             registry=self.registry,
         )

@@ -18,6 +18,8 @@ from .metrics import Metrics
 
 access_log = logging.getLogger("app.access")
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:@/+=-]{1,128}$")
+# The method label is client-chosen: anything else is counted as OTHER, so it cannot create unbounded series.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 
 
 class RequestContext:
@@ -73,29 +75,36 @@ class RequestContext:
                 # No response began: the client left first (nginx's 499), or the app failed (uvicorn sends 500).
                 status = 499 if scope["state"].get("client_left") else 500
             route = self.route_label(scope["path"])
-            key = (route, scope["method"], status)
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            key = (route, method, status)
             children = self._children.get(key)
             if children is None:  # labels() takes a lock and builds a tuple each time: resolve once per key
                 requests = self.metrics.requests.labels(route, key[1], str(status))
                 children = (requests, self.metrics.latency.labels(route))
-                if len(self._children) < 1000:  # method is client-chosen: bound the cache
-                    self._children[key] = children
+                self._children[key] = children  # bounded: routes x methods x statuses
             children[0].inc()
             children[1].observe(duration)
             quiet = status == 200 and scope["path"] in self.QUIET_PATHS
             if not quiet and access_log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
-                access_log.info(
-                    {
-                        "msg": "request",
-                        "request_id": scope["state"]["request_id"],
-                        "method": scope["method"],
-                        "path": scope["path"],
-                        "status": status,
-                        "duration_ms": round(duration * 1000, 2),
-                        "client": client[0] if client else None,
-                    }
-                )
+                line = {
+                    "msg": "request",
+                    "request_id": scope["state"]["request_id"],
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(duration * 1000, 2),
+                    "client": client[0] if client else None,
+                }
+                replaced = scope["state"].get("replaced")  # the request policy's replacements (routes.py)
+                if replaced is not None:
+                    line["replaced"] = replaced
+                usage = scope["state"].get("usage")  # set by a generation whose answer carried token counts
+                if usage is not None:
+                    line["model"] = scope["state"].get("model")
+                    line["prompt_tokens"] = usage.prompt
+                    line["completion_tokens"] = usage.completion
+                access_log.info(line)
 
 
 class AccessAuth:

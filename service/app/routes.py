@@ -1,16 +1,21 @@
 """The whole HTTP surface of the service, in one place.
 
-Probes:             GET /health (liveness, no upstream call), GET /ready (Ollama answers and MODEL_NAME is pulled)
-Ollama API:         GET|HEAD /, GET /api/version, GET /api/tags, GET /api/ps, POST /api/show,
-                    POST /api/chat, POST /api/generate
-OpenAI-compatible:  POST /v1/chat/completions, GET /v1/models (forwarded to Ollama's own /v1, not translated)
+Probes:             GET /health (liveness, no upstream call), GET /ready (Ollama answers, MODEL_NAME and
+                    EMBED_MODEL_NAME are pulled)
+Ollama API:         GET|HEAD /, GET|HEAD /api/version, GET|HEAD /api/tags, GET /api/ps, POST /api/show,
+                    POST /api/chat, POST /api/generate, POST /api/embed, POST /api/embeddings (legacy)
+OpenAI-compatible:  POST /v1/chat/completions, POST /v1/completions, POST /v1/responses (stateless Responses API,
+                    Ollama >= 0.13.3), POST /v1/embeddings, GET /v1/models, GET /v1/models/{model}
+Anthropic-compat.:  POST /v1/messages
 Refused:            model management (pull, push, create, copy, delete, blobs) -> 403, never forwarded
 Operations:         GET /metrics (Prometheus), GET /openapi.json
-Anything else is a 404 in the route family's error format (main.py).
+Anything else is a 404 in the route family's error format, a known path with another method a 405 whose Allow
+header lists the path's methods (main.py). Every route is forwarded to Ollama's route of the same path, not
+translated: Ollama's own /v1 layers do the OpenAI and Anthropic formats.
 
-Generations (chat, generate, /v1/chat/completions) go through the concurrency gate and stream via
-upstream.Generation; the other routes are plain forwards. Middleware (request id, logs, CORS, JWT, rate limit) is in
-middleware.py and wired in main.py.
+The load-carrying routes (generations and embeddings, `FORWARDS`) go through a concurrency gate (embeddings have
+their own) and stream via upstream.Generation; they are served by FastLane. The others are plain forwards.
+Middleware (request id, logs, CORS, JWT, rate limit) is in middleware.py and wired in main.py.
 """
 
 from __future__ import annotations
@@ -18,17 +23,19 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from . import schemas
+from . import bodies, schemas
 from .config import Settings, normalize_model
 from .errors import error_response
 from .limits import ConcurrencyGate
 from .metrics import Metrics
-from .upstream import Generation, Reply, Upstream, UpstreamError, passthrough
+from .policy import RequestPolicy
+from .upstream import Forward, Generation, Reply, Upstream, UpstreamError, passthrough
 
 # (path, method) as Ollama serves them (server/routes.go).
 MANAGEMENT_ROUTES = (
@@ -42,22 +49,72 @@ MANAGEMENT_ROUTES = (
 )
 MANAGEMENT_REFUSAL = "model management is disabled on this server; manage models on the host with the ollama CLI"
 
+# The load-carrying routes: path -> does it stream when the body has no `stream` (None: never streams).
+# Ollama's own routes stream by default (docs/api.md); OpenAI's and Anthropic's APIs only when asked.
+GENERATIONS = {
+    "/api/chat": True,
+    "/api/generate": True,
+    "/v1/chat/completions": False,
+    "/v1/completions": False,
+    "/v1/responses": False,
+    "/v1/messages": False,
+}
+EMBEDDINGS = ("/api/embed", "/api/embeddings", "/v1/embeddings")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
 
 def _json(obj: object, status: int = 200) -> Response:
     return Response(json.dumps(obj, separators=(",", ":")), status_code=status, media_type="application/json")
 
 
-class FastLane:
-    """Serves the generation routes without FastAPI's per-request routing and dependency machinery.
+def _content_length(scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # uvicorn's parser refuses a malformed Content-Length before we get here
+    return None
 
-    They are the load-carrying routes and need nothing from FastAPI at request time (raw body, no parameters), so
-    a dict lookup replaces FastAPI's request handling; measured ~1/3 less service CPU per /api/chat request on the
-    2-core benchmark machine.
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The whole body, or None once it is larger than `limit` (0: no limit).
+
+    Decided from Content-Length before a byte is read, and for a chunked body while reading it: nothing larger
+    than the limit is ever held. The rest of a refused upload is read and dropped by uvicorn after the 413 (it
+    discards body data of a finished response), so the client still gets to read the 413.
+    """
+    if limit:
+        declared = _content_length(request.scope)
+        if declared is not None and declared > limit:
+            return None
+    chunks, size = [], 0
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":
+            break  # the client left: what we have is not going anywhere
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if limit and size > limit:
+                return None
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class FastLane:
+    """Serves the load-carrying routes without FastAPI's per-request routing and dependency machinery.
+
+    They need nothing from FastAPI at request time (raw body, no parameters), so a dict lookup replaces FastAPI's
+    request handling; measured ~1/3 less service CPU per /api/chat request on the 2-core benchmark machine.
     They stay registered on the router too, for the OpenAPI schema. Added innermost (main.py), so request ids,
     logs, metrics, CORS, the JWT check and the rate limit apply exactly as to every other route.
     """
 
-    def __init__(self, app, routes: dict[tuple[str, str], Callable[[Request], Awaitable[Response]]]) -> None:
+    def __init__(self, app, routes: dict[tuple[str, str], Handler]) -> None:
         self.app = app
         self.routes = routes
 
@@ -72,92 +129,135 @@ class FastLane:
 
 
 def build_router(
-    settings: Settings, upstream: Upstream, gate: ConcurrencyGate, metrics: Metrics
-) -> tuple[APIRouter, dict[tuple[str, str], Callable[[Request], Awaitable[Response]]]]:
-    """The router, and the generation handlers by (method, path) for FastLane."""
+    settings: Settings, upstream: Upstream, gates: dict[str, ConcurrencyGate], metrics: Metrics
+) -> tuple[APIRouter, dict[tuple[str, str], Handler]]:
+    """The router, and the load-carrying handlers by (method, path) for FastLane."""
     router = APIRouter()
     allowed = settings.allowed_model_set
-    model_names = settings.allowed_models
+    served = settings.embedding_model_set  # listings, /api/show, /v1/models/{model}: every model we serve
+    served_names = settings.served_models
+    policy = RequestPolicy(settings)
+    replaced: dict[str, object] = {}  # policy field -> its gateway_policy_replacements_total child
+    limit = settings.max_request_bytes
     health_body = json.dumps({"status": "ok", "env": settings.app_env, "version": settings.app_version}).encode()
+    responses = schemas.Responses(settings)
 
     # ---- helpers -------------------------------------------------------------------------------------------
-    async def read_request(request: Request, stream_default: bool) -> tuple[bytes, str, bool] | Response:
-        """The raw body plus the two fields the gateway acts on; an error Response when they are unusable."""
+    async def read_request(request: Request, models: frozenset[str]) -> tuple[bytes, dict, str] | Response:
+        """The raw body, its JSON object and the model; an error Response when they are unusable."""
         path = request.url.path
-        body = await request.body()
+        body = await read_body(request, limit)
+        if body is None:
+            metrics.rejected.labels("too_large").inc()
+            message = f"request body too large: this server accepts at most {limit} bytes (MAX_REQUEST_BYTES)"
+            return error_response(path, 413, message)
         try:
             payload = json.loads(body)
         except ValueError:
             return error_response(path, 400, "request body must be JSON")
         if not isinstance(payload, dict):
             return error_response(path, 400, "request body must be a JSON object")
+        spelled = bodies.misspelled(path, payload)
+        if spelled is not None:
+            key, field = spelled
+            message = f"'{key}' would be read by Ollama as '{field}' (it ignores the case of keys): write '{field}'"
+            return error_response(path, 400, message, param=key)
         model = payload.get("model")
         if not isinstance(model, str) or not model.strip():
             return error_response(path, 400, "model is required", param="model")
-        if normalize_model(model) not in allowed:
+        if normalize_model(model) not in models:
             metrics.rejected.labels("model").inc()
             # 404 like Ollama's own "model 'x' not found", so clients treat it as a missing model.
-            message = f"model '{model}' not found; this server serves: {', '.join(settings.allowed_models)}"
+            names = [m for m in served_names if normalize_model(m) in models]
+            message = f"model '{model}' not found; this server serves: {', '.join(names)}"
             return error_response(path, 404, message, code="model_not_found", param="model")
-        stream = payload.get("stream")
-        if stream is None:
-            stream = stream_default
-        elif not isinstance(stream, bool):
-            return error_response(path, 400, "stream must be true or false", param="stream")
-        return body, model, stream
+        refused = bodies.problem(path, payload)
+        if refused is not None:
+            return error_response(path, 400, refused[0], param=refused[1])
+        return body, payload, model
 
-    async def forward(request: Request, method: str = "GET", body: bytes | None = None) -> Reply | Response:
+    def apply_policy(request: Request, body: bytes, payload: dict) -> bytes:
+        """The body to forward: as received, unless the policy replaced a field (then re-serialised)."""
+        fields = policy.fields(request.url.path)
+        if not fields:
+            return body
+        changes = policy.apply(fields, payload)
+        if not changes:
+            return body
+        for change in changes:
+            counter = replaced.get(change.field)
+            if counter is None:  # labels() takes a lock: resolve each field's child once (a bounded set)
+                counter = replaced[change.field] = metrics.policy_replacements.labels(change.field)
+            counter.inc()
+        # Logged in the request's own access log line (middleware.RequestContext): a log line of its own would
+        # cost more CPU than the rest of the rewrite.
+        request.scope.setdefault("state", {})["replaced"] = [
+            {"field": c.field, "old": c.old, "new": c.new} for c in changes
+        ]
+        return json.dumps(payload, separators=(",", ":")).encode()
+
+    def load_carrying(route: Forward) -> Handler:
+        async def handle(request: Request) -> Response:
+            parsed = await read_request(request, route.models)
+            if isinstance(parsed, Response):
+                return parsed
+            body, payload, model = parsed
+            stream = False
+            if route.stream_default is not None:
+                stream = payload.get("stream")
+                if stream is None:
+                    stream = route.stream_default
+                elif not isinstance(stream, bool):
+                    return error_response(route.path, 400, "stream must be true or false", param="stream")
+            body = apply_policy(request, body, payload)
+            return Generation(upstream, route, body=body, model=model, stream=stream, started=time.perf_counter())
+
+        return handle
+
+    async def forward(request: Request, method: str = "GET", body: bytes | None = None, path: str | None = None):
         try:
-            return await upstream.request(method, request.url.path, body)
+            return await upstream.request(method, path or request.url.path, body)
         except UpstreamError as err:
             return upstream.error(request.url.path, err)
 
-    def only_allowed(resp: Reply, list_key: str, name_keys: tuple[str, ...]) -> Response:
+    def only_served(resp: Reply, list_key: str, name_keys: tuple[str, ...]) -> Response:
         if resp.status_code != 200:
             return passthrough(resp)
         data = resp.json()
         data[list_key] = [
             item
             for item in data.get(list_key) or []
-            if any(normalize_model(str(item.get(k) or "")) in allowed for k in name_keys)
+            if any(normalize_model(str(item.get(k) or "")) in served for k in name_keys)
         ]
         return _json(data)
 
-    def generation(request: Request, parsed: tuple[bytes, str, bool], kind: str) -> Response:
-        body, model, stream = parsed
-        return Generation(
-            upstream,
-            gate,
-            path=request.url.path,
-            body=body,
-            kind=kind,
-            model=model,
-            stream=stream,
-            started=time.perf_counter(),
+    # ---- load-carrying routes (served by FastLane; first here too, as routes are matched in order) ----------
+    fast_lane: dict[tuple[str, str], Handler] = {}
+    forwards = [Forward(path, default, allowed, gates["generation"]) for path, default in GENERATIONS.items()]
+    forwards += [Forward(path, None, served, gates["embedding"]) for path in EMBEDDINGS]
+    for route in forwards:
+        handler = load_carrying(route)
+        router.add_api_route(
+            route.path,
+            handler,
+            methods=["POST"],
+            tags=[schemas.tag(route.path)],
+            name=route.path.strip("/").replace("/", "_"),
+            openapi_extra=schemas.request_body(
+                route.path, served_names if route.stream_default is None else settings.allowed_models
+            ),
+            responses=responses.forwarding(route.path, route.stream_default),
         )
-
-    # ---- generations (served by FastLane; first here too, as routes are matched in order) -------------------
-    @router.post("/api/chat", tags=["ollama"], openapi_extra=schemas.chat(model_names))
-    async def chat(request: Request) -> Response:
-        parsed = await read_request(request, stream_default=True)  # Ollama streams when `stream` is omitted
-        return parsed if isinstance(parsed, Response) else generation(request, parsed, "chat")
-
-    @router.post("/api/generate", tags=["ollama"], openapi_extra=schemas.generate(model_names))
-    async def generate(request: Request) -> Response:
-        parsed = await read_request(request, stream_default=True)
-        return parsed if isinstance(parsed, Response) else generation(request, parsed, "generate")
-
-    @router.post("/v1/chat/completions", tags=["openai"], openapi_extra=schemas.openai_chat(model_names))
-    async def chat_completions(request: Request) -> Response:
-        parsed = await read_request(request, stream_default=False)  # OpenAI's default
-        return parsed if isinstance(parsed, Response) else generation(request, parsed, "openai")
+        fast_lane[("POST", route.path)] = handler
 
     # ---- probes and operations -----------------------------------------------------------------------------
-    @router.get("/health", tags=["probes"])
+    @router.get("/health", tags=["probes"], responses=responses.health())
     async def health() -> Response:
         return Response(health_body, media_type="application/json")
 
-    @router.get("/ready", tags=["probes"])
+    required = [settings.model_name] + ([settings.embed_model_name] if settings.embed_model_name else [])
+
+    @router.get("/ready", tags=["probes"], responses=responses.ready())
     async def ready() -> Response:
         try:
             resp = await upstream.request("GET", "/api/tags", read_timeout=5.0)
@@ -166,50 +266,77 @@ def build_router(
         if resp.status_code != 200:
             return _json({"status": "unavailable", "reason": f"Ollama /api/tags answered {resp.status_code}"}, 503)
         names = {normalize_model(str(m.get("name") or m.get("model") or "")) for m in resp.json().get("models", [])}
-        if normalize_model(settings.model_name) not in names:
-            reason = f"model {settings.model_name} is not pulled in Ollama at {upstream.base_url}"
+        missing = [m for m in required if normalize_model(m) not in names]
+        if missing:
+            reason = f"model {', '.join(missing)} is not pulled in Ollama at {upstream.base_url}"
             return _json({"status": "unavailable", "reason": reason}, 503)
-        return _json({"status": "ready", "model": settings.model_name, "env": settings.app_env})
+        body = {"status": "ready", "model": settings.model_name, "env": settings.app_env}
+        if settings.embed_model_name:
+            body["embed_model"] = settings.embed_model_name
+        return _json(body)
 
-    @router.get("/metrics", tags=["operations"])
+    @router.get("/metrics", tags=["operations"], responses=responses.metrics())
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # ---- Ollama API ----------------------------------------------------------------------------------------
-    @router.get("/", tags=["ollama"])
-    @router.head("/", tags=["ollama"], name="root_head")
+    # HEAD answers like GET without the body (uvicorn drops it), as Ollama's HEAD routes do (server/routes.go).
+    @router.get("/", tags=["ollama"], responses=responses.root())
+    @router.head("/", tags=["ollama"], name="root_head", responses=responses.root())
     async def root(request: Request) -> Response:
-        resp = await forward(request, request.method)
+        resp = await forward(request)  # GET for HEAD too: Ollama's HEAD carries the GET's Content-Length
         return passthrough(resp) if isinstance(resp, Reply) else resp
 
-    @router.get("/api/version", tags=["ollama"])
+    @router.get("/api/version", tags=["ollama"], responses=responses.plain())
+    @router.head("/api/version", tags=["ollama"], name="version_head", responses=responses.plain())
     async def version(request: Request) -> Response:
         resp = await forward(request)
         return passthrough(resp) if isinstance(resp, Reply) else resp
 
-    @router.get("/api/tags", tags=["ollama"])
+    @router.get("/api/tags", tags=["ollama"], responses=responses.plain())
+    @router.head("/api/tags", tags=["ollama"], name="tags_head", responses=responses.plain())
     async def tags(request: Request) -> Response:
         resp = await forward(request)
-        return only_allowed(resp, "models", ("name", "model")) if isinstance(resp, Reply) else resp
+        return only_served(resp, "models", ("name", "model")) if isinstance(resp, Reply) else resp
 
-    @router.get("/api/ps", tags=["ollama"])
+    @router.get("/api/ps", tags=["ollama"], responses=responses.plain())
     async def ps(request: Request) -> Response:
         resp = await forward(request)
-        return only_allowed(resp, "models", ("name", "model")) if isinstance(resp, Reply) else resp
+        return only_served(resp, "models", ("name", "model")) if isinstance(resp, Reply) else resp
 
-    @router.post("/api/show", tags=["ollama"], openapi_extra=schemas.show(model_names))
+    @router.post(
+        "/api/show",
+        tags=["ollama"],
+        openapi_extra=schemas.request_body("/api/show", served_names),
+        responses=responses.forwarding("/api/show", None, gated=False),
+    )
     async def show(request: Request) -> Response:
-        parsed = await read_request(request, stream_default=False)
+        parsed = await read_request(request, served)
         if isinstance(parsed, Response):
             return parsed
         resp = await forward(request, "POST", parsed[0])
-        return passthrough(resp) if isinstance(resp, Reply) else resp
+        return passthrough(resp, request.url.path) if isinstance(resp, Reply) else resp
 
-    # ---- OpenAI-compatible (chat completions is with the generations above) -------------------------------
-    @router.get("/v1/models", tags=["openai"])
+    # ---- OpenAI-compatible (the generations and embeddings are above) --------------------------------------
+    @router.get("/v1/models", tags=["openai"], responses=responses.plain("/v1/models"))
     async def v1_models(request: Request) -> Response:
         resp = await forward(request)
-        return only_allowed(resp, "data", ("id",)) if isinstance(resp, Reply) else resp
+        return only_served(resp, "data", ("id",)) if isinstance(resp, Reply) else resp
+
+    @router.get(
+        "/v1/models/{model}",
+        tags=["openai"],
+        openapi_extra=schemas.model_parameter(served_names),
+        responses=responses.model_lookup(),
+    )
+    async def v1_model(request: Request) -> Response:
+        model = request.path_params["model"]  # declared in the schema by openapi_extra (with the served enum)
+        if normalize_model(model) not in served:
+            metrics.rejected.labels("model").inc()
+            message = f"model '{model}' not found; this server serves: {', '.join(served_names)}"
+            return error_response(request.url.path, 404, message, code="model_not_found", param="model")
+        resp = await forward(request, path="/v1/models/" + quote(model, safe=":"))
+        return passthrough(resp, request.url.path) if isinstance(resp, Reply) else resp
 
     # ---- refused -------------------------------------------------------------------------------------------
     async def refused(request: Request) -> Response:
@@ -221,13 +348,8 @@ def build_router(
             refused,
             methods=[method],
             tags=["refused"],
-            name=f"refused_{path}",
-            responses={403: {"description": "Model management is never forwarded to Ollama"}},
+            name=f"refused_{method}_{path}",
+            openapi_extra=schemas.digest_parameter() if "{digest}" in path else None,
+            responses=responses.refused(),
         )
-
-    fast_lane = {
-        ("POST", "/api/chat"): chat,
-        ("POST", "/api/generate"): generate,
-        ("POST", "/v1/chat/completions"): chat_completions,
-    }
     return router, fast_lane

@@ -17,9 +17,9 @@ from datetime import UTC, datetime
 import aiohttp
 from starlette.responses import Response
 
-from . import http_client
-from .config import Settings
-from .errors import error_body, error_response, is_openai
+from . import http_client, tokens
+from .config import Settings, normalize_model
+from .errors import error_body, error_chunk, error_response, is_openai
 from .limits import ConcurrencyGate, QueueFull
 from .metrics import Metrics
 
@@ -69,6 +69,22 @@ class Upstream:
         self.settings = settings
         self.metrics = metrics
         self.client: http_client.OllamaClient | None = None  # set by start() in the lifespan
+        self._token_children: dict[tuple[str, str], tuple] = {}
+
+    def count_tokens(self, model: str, route: str, usage: tokens.Usage) -> None:
+        children = self._token_children.get((model, route))
+        if children is None:  # labels() takes a lock and builds a tuple: resolve once per (model, route)
+            m = self.metrics
+            children = tuple(
+                c.labels(model, route) for c in (m.prompt_tokens, m.completion_tokens, m.tokens_per_second)
+            )
+            self._token_children[(model, route)] = children  # bounded: served models x routes
+        if usage.prompt:
+            children[0].inc(usage.prompt)
+        if usage.completion:
+            children[1].inc(usage.completion)
+            if usage.eval_seconds:
+                children[2].observe(usage.completion / usage.eval_seconds)
 
     def start(self, session: aiohttp.ClientSession) -> None:
         self.client = http_client.OllamaClient(session, self.settings)
@@ -112,61 +128,73 @@ class Upstream:
         return error_response(path, err.status, err.message, code=err.kind)
 
 
-def passthrough(reply: Reply) -> Response:
+def passthrough(reply: Reply, path: str | None = None) -> Response:
+    """Ollama's answer as it came; with `path`, a 4xx that is not JSON is put into the family's error format."""
+    if path is not None and 400 <= reply.status_code < 500:
+        content, ctype = client_error(path, reply.status_code, reply.content, reply.content_type)
+        return Response(content, status_code=reply.status_code, media_type=ctype)
     return Response(reply.content, status_code=reply.status_code, media_type=reply.content_type)
+
+
+def client_error(path: str, status: int, content: bytes, ctype: str | None) -> tuple[bytes, str]:
+    """An upstream 4xx for the client: Ollama's JSON error as it is (each /v1 layer already writes its family's
+    format); anything else in the family's format. That is gin's plain-text "404 page not found" when this Ollama
+    has no such route, e.g. /v1/responses before v0.13.3 (ollama/ollama#13595) or /v1/messages before the Anthropic
+    layer existed, so the openai and anthropic clients raise their NotFoundError instead of failing to parse."""
+    if ctype and ctype.startswith("application/json"):
+        return content, ctype
+    text = content[:300].decode("utf-8", "replace").strip() or "empty response"
+    message = f"Ollama answered {status} for {path}: {text}"
+    if status == 404:
+        message += f"; this Ollama does not serve {path}: upgrade Ollama on the host"
+    return error_body(path, status, message), "application/json"
 
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
-def early_chunk(kind: str, model: str) -> bytes:
+def early_chunk(path: str, model: str) -> bytes:
     """A first chunk that every client parses and that carries no content.
 
     Ollama chat chunks must have a `message` (the ollama client's model requires it), generate chunks a
-    `response`; on /v1 an SSE comment line, which SSE parsers (the openai client included) skip by definition.
+    `response`; on /v1 (OpenAI, Responses, Anthropic streams are all SSE) a comment line, which SSE parsers (the
+    openai and anthropic clients included) skip by definition (https://html.spec.whatwg.org/multipage/server-sent-events.html).
     """
-    if kind == "chat":
+    if path == "/api/chat":
         obj = {"model": model, "created_at": _now_iso(), "message": {"role": "assistant", "content": ""}, "done": False}
-    elif kind == "generate":
+    elif path == "/api/generate":
         obj = {"model": model, "created_at": _now_iso(), "response": "", "done": False}
     else:
         return b": waiting for the model\n\n"
     return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
 
 
-def error_chunk(path: str, message: str) -> bytes:
-    """The last line of a stream that failed after it began (status 200 is already sent)."""
-    if is_openai(path):
-        return b"data: " + error_body(path, 502, message) + b"\n\n"
-    return json.dumps({"error": message}).encode() + b"\n"
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """A load-carrying route (generation or embedding): its path, whether it streams when `stream` is omitted
+    (None: it never streams), the models it serves and the gate that admits it."""
+
+    path: str
+    stream_default: bool | None
+    models: frozenset[str]
+    gate: ConcurrencyGate
 
 
 class Generation(Response):
-    """ASGI response for /api/chat, /api/generate and /v1/chat/completions.
+    """ASGI response for the load-carrying routes (Forward): chat, generate, the /v1 generations, embeddings.
 
-    It holds a concurrency slot for the whole upstream exchange, watches for the client leaving (then the upstream
-    request is closed at once, which makes Ollama stop generating), and when streaming, sends a first empty chunk if
-    Ollama is silent for FIRST_CHUNK_DEADLINE.
+    It holds a slot of the route's gate for the whole upstream exchange, watches for the client leaving (then the
+    upstream request is closed at once, which makes Ollama stop generating), and when streaming, sends a first
+    empty chunk if Ollama is silent for FIRST_CHUNK_DEADLINE. At the end it reads the token counts from the last
+    bytes of the answer (tokens.py).
     """
 
-    def __init__(
-        self,
-        upstream: Upstream,
-        gate: ConcurrencyGate,
-        *,
-        path: str,
-        body: bytes,
-        kind: str,
-        model: str,
-        stream: bool,
-        started: float,
-    ) -> None:
+    def __init__(self, upstream: Upstream, route: Forward, *, body: bytes, model: str, stream: bool, started: float):
         self.upstream = upstream
-        self.gate = gate
-        self.path = path
+        self.gate = route.gate
+        self.path = route.path
         self.body = body
-        self.kind = kind
         self.model = model
         self.stream = stream
         self.started = started
@@ -187,13 +215,14 @@ class Generation(Response):
 
         watch = asyncio.ensure_future(_wait_disconnect(receive))
         watch.add_done_callback(client_left)
+        self._state = scope.setdefault("state", {})
         try:
             await self._pump(send)
         except asyncio.CancelledError:
             if not state["gone"]:
                 raise  # cancelled from outside (shutdown): not ours to swallow
             task.uncancel()
-            scope.setdefault("state", {})["client_left"] = True  # logged as 499 if no response had started
+            self._state["client_left"] = True  # logged as 499 if no response had started
         finally:
             state["finished"] = True
             watch.cancel()
@@ -216,13 +245,15 @@ class Generation(Response):
         self._held = True
 
     async def _busy(self, send, committed: bool = False) -> None:
-        """The generation queue is full: 503 + Retry-After, or an error at the end of an answer already begun."""
-        self.upstream.metrics.rejected.labels("queue_full").inc()
+        """The route's queue is full: 503 + Retry-After, or an error at the end of an answer already begun."""
+        self.upstream.metrics.rejected.labels(
+            "queue_full" if self.gate.name == "generation" else "embed_queue_full"
+        ).inc()
         if committed:
             await self._fail(send, committed, 503, "server busy, please try again")
             return
         retry = str(self.upstream.settings.busy_retry_after)
-        body = error_body(self.path, 503, "server busy, please try again: the generation queue is full")
+        body = error_body(self.path, 503, f"server busy, please try again: the {self.gate.name} queue is full")
         await _send_whole(send, 503, body, "application/json", [(b"retry-after", retry.encode())])
 
     async def _buffered(self, send) -> None:
@@ -255,10 +286,15 @@ class Generation(Response):
             if status >= 500:
                 self.upstream.metrics.upstream_errors.labels("status_5xx").inc()
                 await self._fail(send, committed, 502, f"Ollama answered {status}: {upstream_message(content)}")
-            elif committed:  # the 200 is out: the body carries Ollama's answer (or its 4xx error) as is
-                await send({"type": "http.response.body", "body": content, "more_body": False})
             else:
-                await _send_whole(send, status, content, ctype)
+                if status == 200:
+                    self._account(content[-tokens.TAIL :])
+                elif status >= 400:
+                    content, ctype = client_error(self.path, status, content, ctype)
+                if committed:  # the 200 is out: the body carries Ollama's answer (or its 4xx error)
+                    await send({"type": "http.response.body", "body": content, "more_body": False})
+                else:
+                    await _send_whole(send, status, content, ctype)
         finally:
             if exchange is not None and not exchange.done():
                 exchange.cancel()  # the client left: closing the upstream response makes Ollama stop
@@ -304,7 +340,7 @@ class Generation(Response):
 
     async def _streamed(self, send) -> None:
         metrics = self.upstream.metrics
-        default_type = b"text/event-stream" if self.kind == "openai" else b"application/x-ndjson"
+        default_type = b"text/event-stream" if is_openai(self.path) else b"application/x-ndjson"
         self._connected = asyncio.get_running_loop().create_future()
         opener = asyncio.ensure_future(self._open())
         resp = None
@@ -318,7 +354,7 @@ class Generation(Response):
             if not opener.done():
                 # Ollama is still loading the model or reading the prompt: show the client the stream is alive.
                 await send({"type": "http.response.start", "status": 200, "headers": _stream_headers(default_type)})
-                early = early_chunk(self.kind, self.model)
+                early = early_chunk(self.path, self.model)
                 await send({"type": "http.response.body", "body": early, "more_body": True})
                 committed = True
             try:
@@ -339,8 +375,8 @@ class Generation(Response):
                 elif committed:
                     await self._fail(send, committed, resp.status, upstream_message(first))
                 else:  # 4xx (unknown model upstream, bad request) passes through as Ollama wrote it
-                    ctype = resp.headers.get("content-type", "application/json")
-                    await _send_whole(send, resp.status, first, ctype)
+                    content, ctype = client_error(self.path, resp.status, first, resp.headers.get("content-type"))
+                    await _send_whole(send, resp.status, content, ctype)
                 return
             metrics.first_chunk.labels(self.path).observe(time.perf_counter() - self.started)
             if not committed:
@@ -349,13 +385,22 @@ class Generation(Response):
                 committed = True
             if first:
                 await send({"type": "http.response.body", "body": first, "more_body": True})
+            # The last bytes passed on, for the token counts: chunk references, joined only every TAIL bytes.
+            tail, size = [first], len(first)
             try:
                 async for chunk in chunks:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    tail.append(chunk)
+                    size += len(chunk)
+                    if size > 2 * tokens.TAIL:
+                        tail = [b"".join(tail)[-tokens.TAIL :]]
+                        size = tokens.TAIL
             except aiohttp.ClientError as exc:
                 metrics.upstream_errors.labels("stream").inc()
                 msg = f"Ollama stream broke off: {self.upstream.map_exception(exc).message}"
                 await send({"type": "http.response.body", "body": error_chunk(self.path, msg), "more_body": True})
+            else:
+                self._account(b"".join(tail)[-tokens.TAIL :])
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             if not opener.done():
@@ -366,6 +411,15 @@ class Generation(Response):
                 resp = opener.result()[0]
             if resp is not None:
                 resp.close()  # a no-op after a complete response; otherwise Ollama sees the connection close
+
+    def _account(self, tail: bytes) -> None:
+        """Token counts from the end of a successful answer: metrics, and the access log line (via the scope)."""
+        usage = tokens.from_tail(tail, self.path)
+        if usage is None:
+            return
+        self._state["usage"] = usage
+        self._state["model"] = self.model
+        self.upstream.count_tokens(normalize_model(self.model), self.path, usage)
 
     async def _fail(self, send, committed: bool, status: int, message: str) -> None:
         """End with an error: a response of its own status, or, once the 200 is out, the last piece of the body

@@ -8,6 +8,7 @@ The contract other parts rely on is written down in the README section "Ollama d
   deterministic tokens ("tok0", " tok1", ...; see :func:`expected_text`) after ``first_token_delay`` seconds
   (nothing at all, not even the status line, is sent before it: that is how a cold model load looks to a
   proxy) and ``token_delay`` seconds between tokens.
+* Embedding routes answer after ``embedding_delay`` seconds (a slow embedding model), watching the connection.
 * ``status`` != 200 makes every ``/api/*`` and ``/v1/*`` route answer that status with Ollama's error body
   (generation routes only after ``first_token_delay``, like a model that fails to load);
   ``error_after_tokens=N`` streams N tokens then ends the stream with an error line (status stays 200).
@@ -24,21 +25,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
 import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import signal
 import socket
+import struct
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 import uvicorn
+
+from tests.fakes import ollama_types
 
 try:  # uvloop is a runtime dependency of the service; fall back to asyncio's loop if it is missing.
     import uvloop
@@ -54,7 +61,9 @@ MAX_RECORDS = 10_000
 # Ollama's 404 text for a model that is not pulled (server/routes.go).
 _NOT_FOUND = "model '{}' not found"
 _CONTROL_PREFIX = "/_double/"
-_GENERATION_PATHS = frozenset({"/api/chat", "/api/generate", "/v1/chat/completions"})
+_GENERATION_PATHS = frozenset(
+    {"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"}
+)
 _MANAGEMENT_ROUTES = {
     ("POST", "/api/pull"),
     ("POST", "/api/push"),
@@ -88,6 +97,14 @@ class DoubleConfig:
     error_after_tokens: int | None = None  # stream N tokens, then an error line (status stays 200)
     models: list[str] = dataclasses.field(default_factory=list)  # the models "pulled"; [] = [default model]
     fail_with: str = "upstream failure injected by the double"
+    # Tool calls the model makes when the request offers `tools`: [{"name": ..., "arguments": {...}}, ...].
+    # Empty: the model answers with text even when tools are offered.
+    tool_calls: list = dataclasses.field(default_factory=list)
+    thinking: str = "Let me think."  # the thinking text of an answer to a request with `think` on
+    embedding_dimensions: int = 8  # length of every embedding vector (a request's `dimensions` may shorten it)
+    embedding_delay: float = 0.0  # seconds before an embedding answer
+    # Paths this Ollama does not serve (gin's plain-text 404), e.g. ["/v1/responses"] for Ollama before 0.13.3.
+    missing_routes: list = dataclasses.field(default_factory=list)
 
     @classmethod
     def keys(cls) -> set[str]:
@@ -103,17 +120,29 @@ class DoubleConfig:
             "error_after_tokens": (int, type(None)),
             "models": (list,),
             "fail_with": (str,),
+            "tool_calls": (list,),
+            "thinking": (str,),
+            "embedding_dimensions": (int,),
+            "embedding_delay": (int, float),
+            "missing_routes": (list,),
         }
         for name, types in checks.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, types):
                 raise ValueError(f"{name}: {value!r} is not {'/'.join(t.__name__ for t in types)}")
-        if self.first_token_delay < 0 or self.token_delay < 0 or self.token_count < 0:
+        if self.first_token_delay < 0 or self.token_delay < 0 or self.token_count < 0 or self.embedding_delay < 0:
             raise ValueError("delays and token_count must be >= 0")
         if not 100 <= self.status <= 599:
             raise ValueError(f"status: {self.status} is not an HTTP status")
         if not all(isinstance(m, str) and m for m in self.models):
             raise ValueError("models: every entry must be a non-empty string")
+        for call in self.tool_calls:
+            if not (
+                isinstance(call, dict) and isinstance(call.get("name"), str) and isinstance(call.get("arguments"), dict)
+            ):
+                raise ValueError('tool_calls: every entry must be {"name": str, "arguments": {...}}')
+        if self.embedding_dimensions < 1:
+            raise ValueError("embedding_dimensions must be >= 1")
         return self
 
 
@@ -125,6 +154,7 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
     body: Any  # parsed JSON, or None (no body / not JSON)
+    raw: bytes  # the body exactly as it arrived
     started_at: float
     finished_at: float | None = None
     cancelled: bool = False  # the client closed the connection before the response was complete
@@ -134,7 +164,9 @@ class RecordedRequest:
     query: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        out["raw"] = base64.b64encode(self.raw).decode()  # JSON has no bytes: base64, as Go encodes []byte
+        return out
 
 
 class _ClientGone(Exception):
@@ -154,6 +186,111 @@ def _dumps(obj: Any) -> bytes:
 _JSON = [(b"content-type", b"application/json; charset=utf-8")]
 _NDJSON = [(b"content-type", b"application/x-ndjson")]
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
+@dataclasses.dataclass
+class Plan:
+    """What one answer says: content pieces (one per token; one JSON document for structured output), the thinking
+    text, the tool calls (Ollama's native shape), and the counts and done reason of the final chunk."""
+
+    pieces: list[str]
+    count: int
+    reason: str
+    thinking: str | None
+    tool_calls: list[dict[str, Any]] | None
+    prompt_tokens: int
+
+    def usage(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.count,
+            "total_tokens": self.prompt_tokens + self.count,
+        }
+
+
+def _native_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # api.ToolCall {"id", "function": {"index", "name", "arguments": {...}}}: docs.ollama.com/capabilities/tool-calling
+    return [
+        {"id": f"call_{i}", "function": {"index": i, "name": c["name"], "arguments": c["arguments"]}}
+        for i, c in enumerate(calls)
+    ]
+
+
+def _openai_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # openai/openai.go ToToolCalls: arguments become a JSON string.
+    return [
+        {
+            "id": c["id"],
+            "index": c["function"]["index"],
+            "type": "function",
+            "function": {"name": c["function"]["name"], "arguments": json.dumps(c["function"]["arguments"])},
+        }
+        for c in calls
+    ]
+
+
+def _openai_to_native(body: dict[str, Any]) -> dict[str, Any]:
+    """The fields of an OpenAI chat request the answer depends on, as Ollama's layer maps them (FromChatRequest)."""
+    native: dict[str, Any] = {"tools": body.get("tools")}
+    reasoning = body.get("reasoning")  # a `reasoning` object, even an empty one, wins over reasoning_effort
+    effort = reasoning.get("effort") if reasoning is not None else body.get("reasoning_effort")
+    native["think"] = None if effort in (None, "none") else effort
+    fmt = body.get("response_format") or {}
+    if fmt.get("type") == "json_schema":
+        native["format"] = (fmt.get("json_schema") or {}).get("schema") or "json"
+    elif fmt.get("type") == "json_object":
+        native["format"] = "json"
+    return native
+
+
+def _instance(schema: Any) -> Any:
+    """A small value that follows a JSON schema (the double's structured output)."""
+    if not isinstance(schema, dict):
+        return None
+    if "enum" in schema and schema["enum"]:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            return _instance(schema[key][0])
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) and kind else kind
+    if kind == "object" or "properties" in schema:
+        return {name: _instance(sub) for name, sub in (schema.get("properties") or {}).items()}
+    return {
+        "array": lambda: [_instance(schema.get("items") or {"type": "string"})],
+        "string": lambda: "tok0",
+        "integer": lambda: 0,
+        "number": lambda: 0.5,
+        "boolean": lambda: True,
+        "null": lambda: None,
+    }.get(kind, lambda: "tok0")()
+
+
+def _logprob(token: str, top: int) -> dict[str, Any]:
+    # api.Logprob: {"token", "logprob", "bytes", "top_logprobs"} (docs/openapi.yaml Logprob).
+    entry: dict[str, Any] = {"token": token, "logprob": -0.25, "bytes": list(token.encode())}
+    if top:
+        entry["top_logprobs"] = [{"token": token, "logprob": -0.25, "bytes": list(token.encode())}][:top]
+    return entry
+
+
+def embedding_vector(text: str, dimensions: int) -> list[float]:
+    """A deterministic unit vector for `text` (Ollama returns L2-normalised embeddings)."""
+    seed = hashlib.sha256(text.encode()).digest()
+    raw = [seed[i % len(seed)] / 255.0 - 0.5 + (i // len(seed)) * 0.01 for i in range(dimensions)]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [round(x / norm, 6) for x in raw]
+
+
+def _float32_base64(vector: list[float]) -> str:
+    # openai/openai.go floatsToBase64: little-endian float32.
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
 
 class _State:
@@ -238,12 +375,20 @@ class _App:
             ("GET", "/"): self._root,
             ("HEAD", "/"): self._root,
             ("GET", "/api/version"): self._version,
+            ("HEAD", "/api/version"): self._version,
             ("GET", "/api/tags"): self._tags,
+            ("HEAD", "/api/tags"): self._tags,
             ("GET", "/api/ps"): self._ps,
             ("POST", "/api/show"): self._show,
             ("POST", "/api/chat"): self._chat,
             ("POST", "/api/generate"): self._generate,
+            ("POST", "/api/embed"): self._embed,
+            ("POST", "/api/embeddings"): self._embeddings,
             ("POST", "/v1/chat/completions"): self._openai_chat,
+            ("POST", "/v1/completions"): self._openai_completion,
+            ("POST", "/v1/responses"): self._responses,
+            ("POST", "/v1/embeddings"): self._openai_embeddings,
+            ("POST", "/v1/messages"): self._anthropic_messages,
             ("GET", "/v1/models"): self._openai_models,
         }
 
@@ -263,7 +408,7 @@ class _App:
         body: Any = None
         if raw:
             try:
-                body = json.loads(raw)
+                body = ollama_types.loads(raw)  # as Go reads JSON: NaN refused, every duplicate key kept
             except ValueError:
                 body = None
         rec = RecordedRequest(
@@ -271,6 +416,7 @@ class _App:
             path=path,
             headers=headers,
             body=body,
+            raw=raw,
             started_at=time.time(),
             query=scope.get("query_string", b"").decode("latin-1"),
         )
@@ -293,7 +439,12 @@ class _App:
         out: _Responder,
     ) -> None:
         cfg = self.state.config
+        if path in cfg.missing_routes:
+            await out.text(404, "404 page not found")  # an older Ollama: gin has no such route
+            return
         handler = self.routes.get((method, path))
+        if handler is None and method == "GET" and path.startswith("/v1/models/"):
+            handler = self._openai_model  # gin's /v1/models/:model (one path segment)
         management = (method, path) in _MANAGEMENT_ROUTES or path.startswith("/api/blobs/")
         if handler is None and not management:
             if any(p == path for _, p in self.routes) or any(p == path for _, p in _MANAGEMENT_ROUTES):
@@ -312,6 +463,13 @@ class _App:
         if management:
             await self._management(method, path, body, out)
             return
+        if method == "POST":
+            # Decoded as Ollama's Go structs decode it; the handlers read that view (canonical field names).
+            status, decoded = ollama_types.check(path, body)
+            if status is not None:
+                await self._error(out, path, status, decoded)
+                return
+            body = decoded
         await handler(cfg=cfg, body=body if isinstance(body, dict) else {}, rec=rec, receive=receive, out=out)
 
     @staticmethod
@@ -329,7 +487,14 @@ class _App:
     # -- errors and model lookup --
     @staticmethod
     async def _error(out: _Responder, path: str, status: int, message: str) -> None:
-        if path.startswith("/v1/"):
+        if path == "/v1/messages":
+            # Ollama's Anthropic layer (anthropic/anthropic.go NewError).
+            etype = {400: "invalid_request_error", 404: "not_found_error", 503: "overloaded_error"}.get(
+                status, "api_error"
+            )
+            body = {"type": "error", "error": {"type": etype, "message": message}, "request_id": "req_double"}
+            await out.json(status, body)
+        elif path.startswith("/v1/"):
             # Ollama's OpenAI layer (openai/openai.go NewError): {"error": {"message","type","param","code"}}.
             etype = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
             await out.json(status, {"error": {"message": message, "type": etype, "param": None, "code": None}})
@@ -353,6 +518,11 @@ class _App:
         model = self._resolve(name)
         if model is None:
             await self._error(out, path, 404, _NOT_FOUND.format(name))
+            return None
+        late = ollama_types.late_problem(path, body)  # raw mode, option types, format: checked after the model
+        if late is not None:
+            await self._error(out, path, *late)
+            return None
         return model
 
     # -- simple routes --
@@ -411,6 +581,16 @@ class _App:
         ]
         await out.json(200, {"object": "list", "data": data})
 
+    async def _openai_model(self, rec: RecordedRequest, out: _Responder, **_: Any) -> None:
+        # GET /v1/models/:model (middleware/openai.go RetrieveMiddleware -> ShowHandler -> openai.ToModel).
+        name = unquote(rec.path[len("/v1/models/") :])
+        model = self._resolve(name)
+        if model is None or "/" in name:
+            await self._error(out, rec.path, 404, _NOT_FOUND.format(name))
+            return
+        owner = model.rsplit("/", 1)[0] if "/" in model else "library"
+        await out.json(200, {"id": name, "object": "model", "created": 1735689600, "owned_by": owner})
+
     async def _management(self, method: str, path: str, body: Any, out: _Responder) -> None:
         # Present so a test can prove the service never forwards them; they change nothing here.
         if path in ("/api/copy", "/api/delete") or path.startswith("/api/blobs/"):
@@ -459,6 +639,75 @@ class _App:
     async def _generate(self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, **kw: Any) -> None:
         await self._ollama_generation(cfg, body, rec, kind="generate", **kw)
 
+    async def _start_generation(
+        self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
+    ) -> str | None:
+        """The model, once the request may generate; None when it was answered (unknown model, injected status)."""
+        model = await self._model_or_error(body, out, rec.path)
+        if model is not None and cfg.status != 200:
+            await self._failed_generation(cfg, rec, receive, out)
+            return None
+        return model
+
+    async def _whole(
+        self, cfg: DoubleConfig, rec: RecordedRequest, receive: Receive, out: _Responder, count: int, answer
+    ) -> None:
+        """A non-streamed answer: after the time all tokens take, `answer()`'s object (or the injected failure)."""
+
+        async def whole() -> None:
+            await asyncio.sleep(cfg.first_token_delay + cfg.token_delay * max(count - 1, 0))
+            if cfg.error_after_tokens is not None:
+                await self._error(out, rec.path, 500, cfg.fail_with)
+            else:
+                await out.json(200, answer())
+
+        if cfg.first_token_delay or cfg.token_delay:
+            await self._run_cancellable(receive, rec, whole)
+        else:
+            await whole()  # fast path (benchmark): no disconnect watcher needed for an instant answer
+
+    async def _stream(
+        self, cfg: DoubleConfig, rec: RecordedRequest, receive: Receive, out: _Responder, ctype, plan: Plan, emit
+    ) -> None:
+        """A streamed answer: `emit(kind, piece)` frames each piece ("thinking", "content", "tool_calls", "done");
+        `emit("error", message)` the failure that error_after_tokens injects after that many content pieces."""
+
+        async def chunks() -> None:
+            await asyncio.sleep(cfg.first_token_delay)
+            await out.start(200, ctype)
+            if plan.thinking:
+                await out.body(emit("thinking", plan.thinking))
+            for i, piece in enumerate(plan.pieces):
+                if cfg.error_after_tokens is not None and i >= cfg.error_after_tokens:
+                    await out.body(emit("error", cfg.fail_with), last=True)
+                    return
+                if i:
+                    await asyncio.sleep(cfg.token_delay)
+                await out.body(emit("content", piece))
+                rec.chunks_sent += 1
+            if cfg.error_after_tokens is not None:  # error_after_tokens >= the pieces: every one, then the error
+                await out.body(emit("error", cfg.fail_with), last=True)
+                return
+            if plan.tool_calls:
+                await out.body(emit("tool_calls", plan.tool_calls))
+            await out.body(emit("done", None), last=True)
+
+        await self._run_cancellable(receive, rec, chunks)
+
+    def _plan(self, cfg: DoubleConfig, body: dict[str, Any], requested: Any, prompt: str) -> Plan:
+        count, reason = self._limit(cfg, requested)
+        think = body.get("think")
+        thinking = cfg.thinking if think not in (None, False) else None
+        tools = body.get("tools")
+        fmt = body.get("format")
+        if tools and cfg.tool_calls:
+            return Plan([], count, "stop", thinking, _native_tool_calls(cfg.tool_calls), len(prompt.split()))
+        if isinstance(fmt, dict) or fmt == "json":
+            # Structured output: one JSON document that follows the schema (or any JSON object for "json").
+            text = json.dumps(_instance(fmt) if isinstance(fmt, dict) else {"text": expected_text(count)})
+            return Plan([text], count, reason, thinking, None, len(prompt.split()))
+        return Plan([token_text(i) for i in range(count)], count, reason, thinking, None, len(prompt.split()))
+
     async def _ollama_generation(
         self,
         cfg: DoubleConfig,
@@ -468,42 +717,47 @@ class _App:
         receive: Receive,
         out: _Responder,
     ) -> None:
-        path = rec.path
-        model = await self._model_or_error(body, out, path)
+        model = await self._start_generation(cfg, body, rec, receive, out)
         if model is None:
-            return
-        if cfg.status != 200:
-            await self._failed_generation(cfg, rec, receive, out)
             return
         stream = body.get("stream", True) is not False  # Ollama's default is to stream
         options = body.get("options") if isinstance(body.get("options"), dict) else {}
-        count, reason = self._limit(cfg, options.get("num_predict"))
         if kind == "chat":
             messages = body.get("messages") if isinstance(body.get("messages"), list) else []
-            prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
+            prompt = " ".join(str((m or {}).get("content") or "") for m in messages)
             load_only = not messages
         else:
-            prompt = body.get("prompt")
-            prompt_tokens = len(str(prompt or "").split())
+            prompt = str(body.get("prompt") or "")
             load_only = not prompt
+        plan = self._plan(cfg, body, options.get("num_predict"), prompt)
+        logprobs = body.get("logprobs") is True
+        top = body.get("top_logprobs") if isinstance(body.get("top_logprobs"), int) else 0
         started = time.time()
 
-        def piece(text: str, done: bool) -> dict[str, Any]:
+        def piece(text: str, done: bool, thinking: str | None = None, tool_calls=None) -> dict[str, Any]:
             obj: dict[str, Any] = {"model": model, "created_at": _now_rfc3339()}
             if kind == "chat":
                 # The official client requires `message` on every chat chunk, the final one included.
                 obj["message"] = {"role": "assistant", "content": text}
+                if thinking:
+                    obj["message"]["thinking"] = thinking
+                if tool_calls:
+                    obj["message"]["tool_calls"] = tool_calls
             else:
                 obj["response"] = text
+                if thinking:
+                    obj["thinking"] = thinking
             obj["done"] = done
             return obj
 
-        def final(text: str, tokens: int, why: str) -> dict[str, Any]:
-            obj = piece(text, True)
-            obj["done_reason"] = why
+        def final(text: str, thinking: str | None = None, tool_calls=None, pieces=()) -> dict[str, Any]:
+            obj = piece(text, True, thinking, tool_calls)
+            obj["done_reason"] = plan.reason
             if kind == "generate":
                 obj["context"] = [1, 2, 3]
-            obj.update(self._final_stats(prompt_tokens, tokens, started))
+            if logprobs and pieces:
+                obj["logprobs"] = [_logprob(p, top) for p in pieces]
+            obj.update(self._final_stats(plan.prompt_tokens, plan.count, started))  # Metrics last, as in Go
             return obj
 
         if load_only:
@@ -512,146 +766,487 @@ class _App:
             obj["done_reason"] = "load"
             await self._run_cancellable(receive, rec, lambda: out.json(200, obj))
             return
-
-        fail_at = cfg.error_after_tokens
         if not stream:
-
-            async def whole() -> None:
-                await asyncio.sleep(cfg.first_token_delay + cfg.token_delay * max(count - 1, 0))
-                if fail_at is not None:
-                    await out.json(500, {"error": cfg.fail_with})
-                else:
-                    await out.json(200, final(expected_text(count), count, reason))
-
-            if cfg.first_token_delay or cfg.token_delay:
-                await self._run_cancellable(receive, rec, whole)
-            else:
-                await whole()  # fast path (benchmark): no disconnect watcher needed for an instant answer
+            text = "".join(plan.pieces)
+            await self._whole(
+                cfg, rec, receive, out, plan.count, lambda: final(text, plan.thinking, plan.tool_calls, plan.pieces)
+            )
             return
 
-        async def chunks() -> None:
-            await asyncio.sleep(cfg.first_token_delay)
-            await out.start(200, _NDJSON)
-            for i in range(count):
-                if fail_at is not None and i >= fail_at:
-                    await out.body(_dumps({"error": cfg.fail_with}), last=True)
-                    return
-                if i:
-                    await asyncio.sleep(cfg.token_delay)
-                await out.body(_dumps(piece(token_text(i), False)))
-                rec.chunks_sent += 1
-            if fail_at is not None:  # error_after_tokens >= token_count: every token, then the error
-                await out.body(_dumps({"error": cfg.fail_with}), last=True)
-                return
-            await out.body(_dumps(final("", count, reason)), last=True)
+        def emit(what: str, value: Any) -> bytes:
+            if what == "error":
+                return _dumps({"error": value})
+            if what == "done":
+                return _dumps(final(""))
+            if what == "thinking":
+                return _dumps(piece("", False, thinking=value))
+            if what == "tool_calls":
+                return _dumps(piece("", False, tool_calls=value))
+            obj = piece(value, False)
+            if logprobs:
+                obj["logprobs"] = [_logprob(value, top)]
+            return _dumps(obj)
 
-        await self._run_cancellable(receive, rec, chunks)
+        await self._stream(cfg, rec, receive, out, _NDJSON, plan, emit)
 
     async def _openai_chat(
         self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
     ) -> None:
-        model = await self._model_or_error(body, out, rec.path)
+        model = await self._start_generation(cfg, body, rec, receive, out)
         if model is None:
             return
-        if cfg.status != 200:
-            await self._failed_generation(cfg, rec, receive, out)
-            return
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            await self._error(out, rec.path, 400, "invalid message format")
-            return
-        stream = body.get("stream") is True  # OpenAI's default is not to stream
-        count, reason = self._limit(cfg, body.get("max_completion_tokens", body.get("max_tokens")))
-        prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages if isinstance(m, dict))
+        messages = body["messages"]  # ollama_types.check: a non-empty list
+        prompt = " ".join(m["content"] for m in messages if isinstance(m, dict) and isinstance(m.get("content"), str))
+        # Ollama reads max_tokens only (openai.ChatCompletionRequest has no max_completion_tokens).
+        plan = self._plan(cfg, _openai_to_native(body), body.get("max_tokens"), prompt)
+        logprobs = body.get("logprobs") is True
+        top = body.get("top_logprobs") if isinstance(body.get("top_logprobs"), int) else 0
         created = int(time.time())
         cid = f"chatcmpl-{rec.started_at * 1e6:.0f}"
-        fail_at = cfg.error_after_tokens
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": count,
-            "total_tokens": prompt_tokens + count,
-        }
+        calls = _openai_tool_calls(plan.tool_calls) if plan.tool_calls else None
+        finish = "tool_calls" if calls else plan.reason  # openai/openai.go ToChatCompletion
+        usage = plan.usage()
 
-        if not stream:
+        def frame(choices: list, with_usage: bool = False) -> dict[str, Any]:
+            obj = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model}
+            obj.update(system_fingerprint="fp_ollama", choices=choices)
+            if with_usage:
+                obj["usage"] = usage
+            return obj
 
-            async def whole() -> None:
-                await asyncio.sleep(cfg.first_token_delay + cfg.token_delay * max(count - 1, 0))
-                if fail_at is not None:
-                    await self._error(out, rec.path, 500, cfg.fail_with)
-                    return
-                await out.json(
-                    200,
-                    {
-                        "id": cid,
-                        "object": "chat.completion",
-                        "created": created,
-                        "model": model,
-                        "system_fingerprint": "fp_ollama",
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": expected_text(count)},
-                                "finish_reason": reason,
-                            }
-                        ],
-                        "usage": usage,
-                    },
-                )
+        if not body.get("stream"):  # OpenAI's default is not to stream
 
-            if cfg.first_token_delay or cfg.token_delay:
-                await self._run_cancellable(receive, rec, whole)
-            else:
-                await whole()
+            def answer() -> dict[str, Any]:
+                message: dict[str, Any] = {"role": "assistant", "content": "".join(plan.pieces)}
+                if plan.thinking:
+                    message["reasoning"] = plan.thinking
+                if calls:
+                    message["tool_calls"] = calls
+                choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": finish}
+                if logprobs:
+                    choice["logprobs"] = {"content": [_logprob(p, top) for p in plan.pieces]}
+                obj = {"id": cid, "object": "chat.completion", "created": created, "model": model}
+                obj.update(system_fingerprint="fp_ollama", choices=[choice], usage=usage)
+                return obj
+
+            await self._whole(cfg, rec, receive, out, plan.count, answer)
             return
-
-        def chunk(content: str, finish: str | None) -> bytes:
-            obj = {
-                "id": cid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "system_fingerprint": "fp_ollama",
-                "choices": [{"index": 0, "delta": {"role": "assistant", "content": content}, "finish_reason": finish}],
-            }
-            return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
-
-        def error_event() -> bytes:
-            # Real Ollama writes this object without the SSE "data: " prefix (openai middleware writeError);
-            # as an SSE event the official openai client raises APIError instead of silently stopping.
-            err = {"error": {"message": cfg.fail_with, "type": "api_error", "param": None, "code": None}}
-            return b"data: " + json.dumps(err, separators=(",", ":")).encode() + b"\n\n"
 
         include_usage = isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage")
 
-        async def events() -> None:
-            await asyncio.sleep(cfg.first_token_delay)
-            await out.start(200, _SSE)
-            for i in range(count):
-                if fail_at is not None and i >= fail_at:
-                    await out.body(error_event(), last=True)
-                    return
-                if i:
-                    await asyncio.sleep(cfg.token_delay)
-                await out.body(chunk(token_text(i), None))
-                rec.chunks_sent += 1
-            if fail_at is not None:
-                await out.body(error_event(), last=True)
-                return
-            tail = chunk("", reason)
-            if include_usage:
-                usage_obj = {
-                    "id": cid,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": model,
-                    "system_fingerprint": "fp_ollama",
-                    "choices": [],
-                    "usage": usage,
-                }
-                tail += b"data: " + json.dumps(usage_obj, separators=(",", ":")).encode() + b"\n\n"
-            await out.body(tail + b"data: [DONE]\n\n", last=True)
+        def emit(what: str, value: Any) -> bytes:
+            if what == "error":
+                # Real Ollama writes this object without the SSE "data: " prefix (openai middleware writeError);
+                # as an SSE event the official openai client raises APIError instead of silently stopping.
+                return _sse({"error": {"message": value, "type": "api_error", "param": None, "code": None}})
+            if what == "done":
+                tail = _sse(
+                    frame([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": finish}])
+                )
+                if include_usage:
+                    tail += _sse(frame([], with_usage=True))
+                return tail + b"data: [DONE]\n\n"
+            delta: dict[str, Any] = {"role": "assistant", "content": ""}
+            if what == "thinking":
+                delta["reasoning"] = value
+            elif what == "tool_calls":
+                delta["tool_calls"] = _openai_tool_calls(value)
+            else:
+                delta["content"] = value
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": None}
+            if logprobs and what == "content":
+                choice["logprobs"] = {"content": [_logprob(value, top)]}
+            return _sse(frame([choice]))
 
-        await self._run_cancellable(receive, rec, events)
+        await self._stream(cfg, rec, receive, out, _SSE, plan, emit)
+
+    async def _openai_completion(
+        self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
+    ) -> None:
+        # openai/openai.go CompletionRequest -> /api/generate, answered as text_completion objects.
+        model = await self._start_generation(cfg, body, rec, receive, out)
+        if model is None:
+            return
+        plan = self._plan(cfg, {}, body.get("max_tokens"), str(body.get("prompt") or ""))
+        created = int(time.time())
+        cid = f"cmpl-{rec.started_at * 1e6:.0f}"
+        usage = plan.usage()
+
+        def obj(text: str, finish: str | None) -> dict[str, Any]:
+            return {
+                "id": cid,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "system_fingerprint": "fp_ollama",
+                "choices": [{"text": text, "index": 0, "finish_reason": finish}],
+            }
+
+        if not body.get("stream"):
+            await self._whole(
+                cfg, rec, receive, out, plan.count, lambda: {**obj("".join(plan.pieces), plan.reason), "usage": usage}
+            )
+            return
+        include_usage = isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage")
+        zero = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+        def emit(what: str, value: Any) -> bytes:
+            if what == "error":
+                return _sse({"error": {"message": value, "type": "api_error", "param": None, "code": None}})
+            chunk = obj(value if what == "content" else "", plan.reason if what == "done" else None)
+            if include_usage:  # middleware/openai.go CompleteWriter: every chunk carries an empty usage
+                chunk["usage"] = zero
+            out_bytes = _sse(chunk)
+            if what == "done":
+                if include_usage:
+                    out_bytes += _sse({**obj("", None), "choices": [], "usage": usage})
+                out_bytes += b"data: [DONE]\n\n"
+            return out_bytes
+
+        await self._stream(cfg, rec, receive, out, _SSE, plan, emit)
+
+    async def _responses(
+        self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
+    ) -> None:
+        # The stateless Responses API (openai/responses.go, middleware/openai.go ResponsesWriter, Ollama >= 0.13.3).
+        model = await self._start_generation(cfg, body, rec, receive, out)
+        if model is None:
+            return
+        given = body.get("input")
+        prompt = given if isinstance(given, str) else " ".join(str((i or {}).get("content") or "") for i in given or [])
+        native = {"tools": body.get("tools"), "think": (body.get("reasoning") or {}).get("effort")}
+        if native["think"] == "none":
+            native["think"] = None
+        schema = ((body.get("text") or {}).get("format") or {}).get("schema")
+        if isinstance(schema, dict):
+            native["format"] = schema
+        plan = self._plan(cfg, native, body.get("max_output_tokens"), prompt)
+        rid, item_id = f"resp_{rec.started_at * 1e6:.0f}", f"msg_{rec.started_at * 1e6:.0f}"
+        text = "".join(plan.pieces)
+
+        def response(status: str, output: list, usage: dict | None) -> dict[str, Any]:
+            return {
+                "id": rid,
+                "object": "response",
+                "created_at": int(rec.started_at),
+                "completed_at": int(time.time()) if status == "completed" else None,
+                "status": status,
+                "incomplete_details": None,
+                "model": model,
+                "previous_response_id": None,
+                "instructions": body.get("instructions"),
+                "output": output,
+                "error": None,
+                "tools": body.get("tools") or [],
+                "tool_choice": "auto",
+                "truncation": "disabled",
+                "parallel_tool_calls": True,
+                "text": {"format": (body.get("text") or {}).get("format") or {"type": "text"}},
+                "top_p": body.get("top_p") if body.get("top_p") is not None else 1.0,
+                "temperature": body.get("temperature") if body.get("temperature") is not None else 1.0,
+                "reasoning": body.get("reasoning"),
+                "usage": usage,
+                "max_output_tokens": body.get("max_output_tokens"),
+                "store": False,
+                "background": False,
+                "service_tier": "default",
+                "metadata": {},
+            }
+
+        usage = {
+            "input_tokens": plan.prompt_tokens,
+            "output_tokens": plan.count,
+            "total_tokens": plan.prompt_tokens + plan.count,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens_details": {"reasoning_tokens": 0},
+        }
+        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+        message = {"id": item_id, "type": "message", "status": "completed", "role": "assistant", "content": [part]}
+        reasoning = None
+        if plan.thinking:
+            summary = [{"type": "summary_text", "text": plan.thinking}]
+            reasoning = {"id": f"rs_{rid}", "type": "reasoning", "summary": summary, "encrypted_content": plan.thinking}
+        calls = [
+            {
+                "id": f"fc_{rid}_{i}",
+                "type": "function_call",
+                "status": "completed",
+                "call_id": call["id"],
+                "name": call["function"]["name"],
+                "arguments": json.dumps(call["function"]["arguments"], separators=(",", ":")),
+            }
+            for i, call in enumerate(plan.tool_calls or [])
+        ]
+        output = ([reasoning] if reasoning else []) + (calls or [message])
+        if not body.get("stream"):
+            await self._whole(cfg, rec, receive, out, plan.count, lambda: response("completed", output, usage))
+            return
+        seq = iter(range(1_000_000))
+
+        def event(kind: str, **data: Any) -> bytes:
+            payload = {"type": kind, "sequence_number": next(seq), **data}
+            return f"event: {kind}\ndata: ".encode() + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+        index = 1 if reasoning else 0
+
+        def emit(what: str, value: Any) -> bytes:
+            if what == "error":
+                return event("error", code="api_error", message=value, param=None)
+            if what == "thinking":
+                start = event("response.created", response=response("in_progress", [], None))
+                start += event("response.in_progress", response=response("in_progress", [], None))
+                start += event("response.output_item.added", output_index=0, item={**reasoning, "summary": []})
+                start += event(
+                    "response.reasoning_summary_text.delta",
+                    item_id=reasoning["id"],
+                    output_index=0,
+                    summary_index=0,
+                    delta=value,
+                )
+                start += event(
+                    "response.reasoning_summary_text.done",
+                    item_id=reasoning["id"],
+                    output_index=0,
+                    summary_index=0,
+                    text=value,
+                )
+                return start + event("response.output_item.done", output_index=0, item=reasoning)
+            opening = b""
+            if not emit.started:
+                emit.started = True
+                if not reasoning:
+                    opening += event("response.created", response=response("in_progress", [], None))
+                    opening += event("response.in_progress", response=response("in_progress", [], None))
+                if what == "content":
+                    added = {**message, "status": "in_progress", "content": []}
+                    opening += event("response.output_item.added", output_index=index, item=added)
+                    opening += event(
+                        "response.content_part.added",
+                        item_id=item_id,
+                        output_index=index,
+                        content_index=0,
+                        part={**part, "text": ""},
+                    )
+            if what == "content":
+                return opening + event(
+                    "response.output_text.delta",
+                    item_id=item_id,
+                    output_index=index,
+                    content_index=0,
+                    delta=value,
+                    logprobs=[],
+                )
+            if what == "tool_calls":
+                for i, call in enumerate(calls):
+                    opening += event(
+                        "response.output_item.added",
+                        output_index=index + i,
+                        item={**call, "status": "in_progress", "arguments": ""},
+                    )
+                    opening += event(
+                        "response.function_call_arguments.delta",
+                        item_id=call["id"],
+                        output_index=index + i,
+                        delta=call["arguments"],
+                    )
+                    opening += event(
+                        "response.function_call_arguments.done",
+                        item_id=call["id"],
+                        output_index=index + i,
+                        arguments=call["arguments"],
+                    )
+                    opening += event("response.output_item.done", output_index=index + i, item=call)
+                return opening
+            if not calls:  # done
+                opening += event(
+                    "response.output_text.done",
+                    item_id=item_id,
+                    output_index=index,
+                    content_index=0,
+                    text=text,
+                    logprobs=[],
+                )
+                opening += event(
+                    "response.content_part.done", item_id=item_id, output_index=index, content_index=0, part=part
+                )
+                opening += event("response.output_item.done", output_index=index, item=message)
+            return opening + event("response.completed", response=response("completed", output, usage))
+
+        emit.started = False
+        await self._stream(cfg, rec, receive, out, _SSE, plan, emit)
+
+    async def _anthropic_messages(
+        self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
+    ) -> None:
+        # Ollama's Anthropic layer (anthropic/anthropic.go ToMessagesResponse, StreamConverter).
+        model = await self._start_generation(cfg, body, rec, receive, out)
+        if model is None:
+            return
+        texts = []
+        for message in body["messages"]:
+            content = message.get("content")
+            texts += [content] if isinstance(content, str) else [b.get("text") or "" for b in content or [] if b]
+        thinking = body.get("thinking") or {}
+        native = {"tools": body.get("tools"), "think": True if thinking.get("type") == "enabled" else None}
+        plan = self._plan(cfg, native, body["max_tokens"], " ".join(texts))
+        mid = f"msg_{rec.started_at * 1e6:.0f}"
+        stop = (
+            "tool_use"
+            if plan.tool_calls
+            else {"stop": "end_turn", "length": "max_tokens"}.get(plan.reason, "stop_sequence")
+        )
+        blocks: list[dict[str, Any]] = []
+        if plan.thinking:
+            blocks.append({"type": "thinking", "thinking": plan.thinking})
+        if plan.pieces:
+            blocks.append({"type": "text", "text": "".join(plan.pieces)})
+        for call in plan.tool_calls or []:
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": call["id"],
+                    "name": call["function"]["name"],
+                    "input": call["function"]["arguments"],
+                }
+            )
+        usage = {"input_tokens": plan.prompt_tokens, "output_tokens": plan.count}
+        head = {"id": mid, "type": "message", "role": "assistant", "model": model}
+        if not body.get("stream"):
+            await self._whole(
+                cfg,
+                rec,
+                receive,
+                out,
+                plan.count,
+                lambda: {**head, "content": blocks, "stop_reason": stop, "usage": usage},
+            )
+            return
+
+        def event(kind: str, **data: Any) -> bytes:
+            return (
+                f"event: {kind}\ndata: ".encode()
+                + json.dumps({"type": kind, **data}, separators=(",", ":")).encode()
+                + b"\n\n"
+            )
+
+        state = {"index": 0, "open": None}
+
+        def open_block(kind: str, block: dict[str, Any]) -> bytes:
+            data = b""
+            if state["open"] not in (None, kind):
+                data += event("content_block_stop", index=state["index"])
+                state["index"] += 1
+            if state["open"] != kind:
+                state["open"] = kind
+                data += event("content_block_start", index=state["index"], content_block=block)
+            return data
+
+        def emit(what: str, value: Any) -> bytes:
+            data = (
+                b""
+                if state.get("started")
+                else event("message_start", message={**head, "content": [], "usage": {**usage, "output_tokens": 0}})
+            )
+            state["started"] = True
+            if what == "error":
+                return data + event("error", error={"type": "api_error", "message": value})
+            if what == "thinking":
+                data += open_block("thinking", {"type": "thinking", "thinking": ""})
+                return data + event(
+                    "content_block_delta", index=state["index"], delta={"type": "thinking_delta", "thinking": value}
+                )
+            if what == "content":
+                data += open_block("text", {"type": "text", "text": ""})
+                return data + event(
+                    "content_block_delta", index=state["index"], delta={"type": "text_delta", "text": value}
+                )
+            if what == "tool_calls":
+                for call in value:
+                    fn = call["function"]
+                    data += open_block(
+                        "tool_use" + call["id"], {"type": "tool_use", "id": call["id"], "name": fn["name"], "input": {}}
+                    )
+                    data += event(
+                        "content_block_delta",
+                        index=state["index"],
+                        delta={"type": "input_json_delta", "partial_json": json.dumps(fn["arguments"])},
+                    )
+                return data
+            if state["open"] is not None:
+                data += event("content_block_stop", index=state["index"])
+            data += event("message_delta", delta={"stop_reason": stop}, usage=usage)
+            return data + event("message_stop")
+
+        await self._stream(cfg, rec, receive, out, _SSE, plan, emit)
+
+    # -- embeddings --
+    def _vectors(self, cfg: DoubleConfig, texts: list[str], dimensions: Any) -> list[list[float]]:
+        size = dimensions if isinstance(dimensions, int) and 0 < dimensions <= cfg.embedding_dimensions else None
+        return [embedding_vector(t, size or cfg.embedding_dimensions) for t in texts]
+
+    async def _embedding_answer(
+        self, cfg: DoubleConfig, rec: RecordedRequest, receive: Receive, out: _Responder, answer: dict[str, Any]
+    ) -> None:
+        """An embedding answer, after embedding_delay (cancelled when the client leaves first)."""
+
+        async def respond() -> None:
+            await asyncio.sleep(cfg.embedding_delay)
+            await out.json(200, answer)
+
+        if cfg.embedding_delay:
+            await self._run_cancellable(receive, rec, respond)
+        else:
+            await out.json(200, answer)
+
+    async def _embed(
+        self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
+    ) -> None:
+        # server/routes.go EmbedHandler: a string or a list of strings; "" or [] embeds nothing.
+        model = await self._model_or_error(body, out, rec.path)
+        if model is None:
+            return
+        given = body.get("input")
+        texts = [given] if isinstance(given, str) and given else list(given) if isinstance(given, list) else []
+        answer = {"model": model, "embeddings": self._vectors(cfg, texts, body.get("dimensions"))}
+        answer.update(
+            total_duration=2_000_000, load_duration=1_000_000, prompt_eval_count=sum(len(t.split()) for t in texts)
+        )
+        await self._embedding_answer(cfg, rec, receive, out, answer)
+
+    async def _embeddings(
+        self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
+    ) -> None:
+        # The legacy route: {prompt} -> {embedding}; an empty prompt gets an empty vector.
+        model = await self._model_or_error(body, out, rec.path)
+        if model is None:
+            return
+        prompt = body.get("prompt") or ""
+        answer = {"embedding": self._vectors(cfg, [prompt], None)[0] if prompt else []}
+        await self._embedding_answer(cfg, rec, receive, out, answer)
+
+    async def _openai_embeddings(
+        self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
+    ) -> None:
+        # middleware/openai.go EmbeddingsMiddleware + openai.ToEmbeddingList.
+        model = await self._model_or_error(body, out, rec.path)
+        if model is None:
+            return
+        given = body["input"]
+        texts = [given] if isinstance(given, str) else list(given)
+        vectors = self._vectors(cfg, texts, body.get("dimensions"))
+        as_base64 = ollama_types.fold(body.get("encoding_format") or "") == "BASE64"  # strings.EqualFold
+        data = [
+            {"object": "embedding", "embedding": _float32_base64(v) if as_base64 else v, "index": i}
+            for i, v in enumerate(vectors)
+        ]
+        tokens = sum(len(t.split()) for t in texts)
+        answer = {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        await self._embedding_answer(cfg, rec, receive, out, answer)
 
     @staticmethod
     async def _run_cancellable(receive: Receive, rec: RecordedRequest, produce: Callable[[], Awaitable[None]]) -> None:

@@ -121,6 +121,13 @@ SETTINGS = {
     "MAX_CONCURRENT",
     "MAX_QUEUE",
     "BUSY_RETRY_AFTER",
+    "EMBED_MODEL_NAME",
+    "EMBED_MAX_CONCURRENT",
+    "EMBED_MAX_QUEUE",
+    "MAX_REQUEST_BYTES",
+    "KEEP_ALIVE",
+    "NUM_CTX",
+    "MAX_PREDICT",
     "CF_ACCESS_AUD",
     "CF_ACCESS_CERTS_URL",
     "CF_ACCESS_JWKS_TTL",
@@ -302,3 +309,39 @@ def raw(start_service, ollama_double):
     yield make
     for upstream in servers:
         upstream.close()
+
+
+class Clients:
+    """The three official clients against one base URL, each recording the exact bytes it sends (httpx hooks),
+    so a test can compare them with what reached the double (RecordedRequest.raw)."""
+
+    def __init__(self, url: str) -> None:
+        import anthropic
+        import httpx2  # the openai and anthropic SDKs' HTTP client (they refuse httpx objects)
+        import ollama
+        import openai
+
+        self.sent: list[bytes] = []
+        hooks = {"request": [lambda request: self.sent.append(request.read())]}
+        self.ollama = ollama.Client(host=url, event_hooks=hooks, timeout=10)
+        self.openai = openai.OpenAI(
+            base_url=url + "/v1",
+            api_key="not-checked-by-ollama",
+            max_retries=0,
+            http_client=httpx2.Client(event_hooks=hooks, timeout=10),
+        )
+        self.anthropic = anthropic.Anthropic(
+            base_url=url,
+            api_key="not-checked-by-ollama",
+            max_retries=0,
+            http_client=httpx2.Client(event_hooks=hooks, timeout=10),
+        )
+
+    @property
+    def last_sent(self) -> bytes:
+        return self.sent[-1]
+
+
+@pytest.fixture
+def clients(service: ServiceProcess) -> Clients:
+    return Clients(service.url)

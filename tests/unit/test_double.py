@@ -1,7 +1,8 @@
 """The Ollama double keeps its contract (tests/fakes/ollama.py), proven over real HTTP.
 
 The service tests trust the double, so the double is checked here against the official clients (which encode
-Ollama's documented shapes; REFERENCE.md "The official ollama Python client") and against each control knob.
+Ollama's documented shapes: ollama/ollama-python ollama/_client.py, ollama/_types.py) and against each control
+knob.
 """
 
 from __future__ import annotations
@@ -217,7 +218,7 @@ def test_status_on_generation_comes_after_first_token_delay(double, http):
 def test_error_after_tokens_ends_stream_with_error_line(double, http):
     double.configure(error_after_tokens=2, fail_with="mid-stream failure")
     r = http.post("/api/chat", json=CHAT)
-    assert r.status_code == 200  # status stays 200 once streaming began (REFERENCE.md, Ollama errors)
+    assert r.status_code == 200  # status stays 200 once streaming began (https://docs.ollama.com/api/errors)
     lines = ndjson(r)
     assert [line["message"]["content"] for line in lines[:2]] == ["tok0", " tok1"]
     assert lines[2:] == [{"error": "mid-stream failure"}]
@@ -298,6 +299,15 @@ def test_client_leaving_during_first_token_delay_is_cancelled(double, http):
         http.post("/v1/chat/completions", json=CHAT, timeout=0.3)
     rec = double.wait_for(lambda r: r.cancelled, timeout=2)
     assert rec.status is None and rec.chunks_sent == 0
+
+
+@pytest.mark.parametrize("path", ["/api/embed", "/api/embeddings", "/v1/embeddings"])
+def test_embedding_delay_holds_the_answer_until_the_client_leaves(double, http, path):
+    double.configure(embedding_delay=30)
+    with pytest.raises(httpx.ReadTimeout):
+        http.post(path, json={"model": MODEL, "input": "x", "prompt": "x"}, timeout=0.3)
+    rec = double.wait_for(lambda r: r.cancelled, timeout=2)
+    assert rec.path == path and rec.status is None
 
 
 def test_completed_request_is_not_cancelled(double, http):

@@ -52,8 +52,10 @@ def test_chunks_are_passed_on_as_they_come(client, double, path, body, ctype):
 
 @pytest.mark.parametrize(("path", "kind"), [("/api/chat", "message"), ("/api/generate", "response")])
 def test_early_first_chunk_when_upstream_is_silent(client, double, path, kind):
-    # Cloudflare drops a request after ~100 s without a byte (REFERENCE.md): the first valid chunk must leave
-    # at once, even while Ollama loads the model and sends nothing, not even headers (first_token_delay).
+    # Cloudflare drops a request after ~100 s without a byte, a 524
+    # (https://developers.cloudflare.com/support/troubleshooting/http-status-codes/cloudflare-5xx-errors/error-524/):
+    # the first valid chunk must leave at once, even while Ollama loads the model and sends nothing, not even
+    # headers (first_token_delay).
     double.configure(first_token_delay=1.5)
     body = CHAT if kind == "message" else {"model": MODEL, "prompt": "hi"}
     sent = time.perf_counter()
