@@ -145,7 +145,7 @@ def build_router(
     # ---- helpers -------------------------------------------------------------------------------------------
     async def read_request(request: Request, models: frozenset[str]) -> tuple[bytes, dict, str] | Response:
         """The raw body, its JSON object and the model; an error Response when they are unusable."""
-        path = request.url.path
+        path = request.scope["path"]
         body = await read_body(request, limit)
         if body is None:
             metrics.rejected.labels("too_large").inc()
@@ -178,7 +178,7 @@ def build_router(
 
     def apply_policy(request: Request, body: bytes, payload: dict) -> bytes:
         """The body to forward: as received, unless the policy replaced a field (then re-serialised)."""
-        fields = policy.fields(request.url.path)
+        fields = policy.fields(request.scope["path"])
         if not fields:
             return body
         changes = policy.apply(fields, payload)
@@ -216,9 +216,9 @@ def build_router(
 
     async def forward(request: Request, method: str = "GET", body: bytes | None = None, path: str | None = None):
         try:
-            return await upstream.request(method, path or request.url.path, body)
+            return await upstream.request(method, path or request.scope["path"], body)
         except UpstreamError as err:
-            return upstream.error(request.url.path, err)
+            return upstream.error(request.scope["path"], err)
 
     def only_served(resp: Reply, list_key: str, name_keys: tuple[str, ...]) -> Response:
         if resp.status_code != 200:
@@ -315,7 +315,7 @@ def build_router(
         if isinstance(parsed, Response):
             return parsed
         resp = await forward(request, "POST", parsed[0])
-        return passthrough(resp, request.url.path) if isinstance(resp, Reply) else resp
+        return passthrough(resp, request.scope["path"]) if isinstance(resp, Reply) else resp
 
     # ---- OpenAI-compatible (the generations and embeddings are above) --------------------------------------
     @router.get("/v1/models", tags=["openai"], responses=responses.plain("/v1/models"))
@@ -334,13 +334,13 @@ def build_router(
         if normalize_model(model) not in served:
             metrics.rejected.labels("model").inc()
             message = f"model '{model}' not found; this server serves: {', '.join(served_names)}"
-            return error_response(request.url.path, 404, message, code="model_not_found", param="model")
+            return error_response(request.scope["path"], 404, message, code="model_not_found", param="model")
         resp = await forward(request, path="/v1/models/" + quote(model, safe=":"))
-        return passthrough(resp, request.url.path) if isinstance(resp, Reply) else resp
+        return passthrough(resp, request.scope["path"]) if isinstance(resp, Reply) else resp
 
     # ---- refused -------------------------------------------------------------------------------------------
     async def refused(request: Request) -> Response:
-        return error_response(request.url.path, 403, MANAGEMENT_REFUSAL)
+        return error_response(request.scope["path"], 403, MANAGEMENT_REFUSAL)
 
     for path, method in MANAGEMENT_ROUTES:
         router.add_api_route(
