@@ -456,6 +456,12 @@ def history() -> list[dict]:
     return [json.loads(line) for line in HISTORY.read_text().splitlines() if line.strip()]
 
 
+def double_requests(env: dict[str, str], path: str) -> list[dict]:
+    """The requests the Ollama double recorded for a path (its /_double/requests control route)."""
+    with urllib.request.urlopen(f"{env['OLLAMA_HOST_URL']}/_double/requests", timeout=5) as response:  # noqa: S310
+        return [r for r in json.loads(response.read()) if r["path"] == path]
+
+
 def double(env: dict[str, str], action: str, payload: dict | None = None) -> None:
     """POST to the Ollama double's control API (/_double/config or /_double/reset)."""
     request = urllib.request.Request(  # noqa: S310 (loopback URL of the testbed)

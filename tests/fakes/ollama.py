@@ -592,11 +592,18 @@ class _App:
         await out.json(200, {"id": name, "object": "model", "created": 1735689600, "owned_by": owner})
 
     async def _management(self, method: str, path: str, body: Any, out: _Responder) -> None:
-        # Present so a test can prove the service never forwards them; they change nothing here.
+        # Present so a test can prove the service never forwards them. A pull makes the model "pulled" (listed by
+        # /api/tags from then on), as Ollama's does (the deploy's ollama_check_pull relies on it); the others
+        # change nothing here.
         if path in ("/api/copy", "/api/delete") or path.startswith("/api/blobs/"):
             await out.json(200 if method != "POST" or path == "/api/copy" else 201, {})
-        else:
-            await out.json(200, {"status": "success"})
+            return
+        name = body.get("model") or body.get("name") if isinstance(body, dict) else None
+        if path == "/api/pull" and isinstance(name, str) and name:
+            models = self.state.models()
+            if _canonical(name) not in {_canonical(m) for m in models}:
+                self.state.configure(models=[*models, name])
+        await out.json(200, {"status": "success"})
 
     # -- generation --
     @staticmethod

@@ -341,6 +341,17 @@ def test_management_routes_exist_and_are_recorded(double, http):
     assert double.requests[0].body == {"model": MODEL}
 
 
+def test_a_pull_makes_the_model_listed_as_pulled(double, http):
+    def names() -> list[str]:
+        return [m["name"] for m in http.get("/api/tags").json()["models"]]
+
+    assert names() == [MODEL]
+    assert http.post("/api/pull", json={"model": "nomic-embed-text", "stream": False}).json() == {"status": "success"}
+    assert names() == [MODEL, "nomic-embed-text"]
+    http.post("/api/pull", json={"model": "nomic-embed-text:latest", "stream": False})  # the same model: listed once
+    assert names() == [MODEL, "nomic-embed-text"]
+
+
 def test_reset_and_configure_guard(double, http):
     double.configure(token_count=1)
     http.get("/api/tags")

@@ -1,0 +1,57 @@
+"""The embedding model end to end: an inventory variable (app_embed_model_name) reaches the env file, ollama_check
+requires Ollama to have it (and pulls it with ollama_check_pull=true), /ready requires it, verify reports it, and a
+retrieval lookup through the deployed stack's proxy gets vectors with the official ollama client."""
+
+from __future__ import annotations
+
+import ollama
+import pytest
+
+from tests.e2e import harness
+from tests.e2e.harness import DEPLOY_HOME
+
+EMBED = "nomic-embed-text:latest"
+
+pytestmark = pytest.mark.usefixtures("serving")
+
+
+@pytest.fixture
+def without_the_embedding_model_afterwards(testbed, built_images):
+    """The other files' stacks serve without an embedding model: put staging back that way, whatever happens."""
+    yield
+    harness.double(testbed, "reset")
+    harness.must_deploy(
+        harness.Ansible(testbed), "staging", harness.health("staging").get("version") or built_images.first
+    )
+
+
+def test_a_missing_embedding_model_is_refused_before_any_change(ansible, images, double_restored):
+    before = harness.snapshot()
+    result = ansible.deploy("staging", images.second, "-e", f"app_embed_model_name={EMBED}")
+    assert result.returncode != 0
+    assert f"does not have model {EMBED}" in harness.flat(result.output)
+    assert harness.snapshot() == before
+
+
+def test_the_embedding_model_is_pulled_checked_served_and_reported(
+    ansible, images, testbed, without_the_embedding_model_afterwards
+):
+    harness.double(testbed, "reset")  # Ollama without the model, and no requests recorded yet
+    deploy = ansible.deploy(
+        "staging", images.first, "-e", f"app_embed_model_name={EMBED}", "-e", "ollama_check_pull=true"
+    )
+    assert deploy.returncode == 0, deploy.output[-4000:]
+    # ollama_check pulled it (POST /api/pull reached Ollama), and the new settings were a cut-over to a gated colour.
+    pulls = harness.double_requests(testbed, "/api/pull")
+    assert [r["body"]["model"] for r in pulls] == [EMBED]
+    assert f"EMBED_MODEL_NAME={EMBED}" in (DEPLOY_HOME / "staging" / ".env.staging").read_text()
+    status, ready = harness.http_get(f"http://127.0.0.1:{harness.PORTS['staging']}/ready")
+    assert status == 200 and harness.json.loads(ready)["embed_model"] == EMBED, ready
+
+    client = ollama.Client(host=f"http://127.0.0.1:{harness.PORTS['staging']}")
+    vectors = client.embed(model=EMBED, input=["retrieval", "augmented"]).embeddings
+    assert len(vectors) == 2 and all(len(v) > 0 and isinstance(v[0], float) for v in vectors)
+
+    verify = ansible.run("verify.yml", "-e", f"app_embed_model_name={EMBED}")
+    assert verify.returncode == 0, verify.output[-4000:]
+    assert f"and has {testbed['MODEL_NAME']} and {EMBED}" in harness.flat(verify.output)
