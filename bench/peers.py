@@ -273,7 +273,9 @@ def start_nginx(stack: ExitStack, double: Gateway, logdir: Path) -> Gateway:
 class ServiceSpec:
     """How to run one service row: `uvicorn APP` from DIR with extra environment and uvicorn options.
 
-    Parsed from `--variant 'LABEL: [dir=PATH] [app=MODULE:ATTR] [NAME=VALUE ...] [--uvicorn-option ...]'`.
+    Parsed from `--variant 'LABEL: [dir=PATH] [app=MODULE:ATTR] [NAME=VALUE ...] [body.FIELD=JSON ...]
+    [--uvicorn-option ...]'`. body.FIELD adds FIELD to the request body the paired row sends to both this variant and
+    the shipped service (e.g. body.keep_alive=0, to measure a policy rewriting it).
     """
 
     label: str
@@ -281,6 +283,7 @@ class ServiceSpec:
     app: str = "app.main:app"
     env: dict[str, str] = field(default_factory=dict)
     uvicorn_args: list[str] = field(default_factory=list)
+    body: dict[str, object] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str) -> ServiceSpec:
@@ -298,6 +301,11 @@ class ServiceSpec:
                 spec.directory = Path(value).resolve()
             elif key == "app":
                 spec.app = value
+            elif key.startswith("body."):
+                try:
+                    spec.body[key.removeprefix("body.")] = json.loads(value)
+                except ValueError:
+                    raise SystemExit(f"--variant {text!r}: {token!r}: the value is not JSON") from None
             else:
                 spec.env[key] = value
         if not spec.label:
@@ -311,6 +319,7 @@ class ServiceSpec:
         if self.app != "app.main:app":
             parts.append(f"app={self.app}")
         parts += [f"{k}={v}" for k, v in self.env.items()]
+        parts += [f"body.{k}={json.dumps(v)}" for k, v in self.body.items()]
         return shlex.join(parts + self.uvicorn_args) or "as shipped"
 
 

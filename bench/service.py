@@ -58,6 +58,13 @@ SERVICE = "service"  # the shipped service's column
 LITELLM = "LiteLLM"
 # Built-in variant: the service with httpx.AsyncClient over httpx-aiohttp (bench/service_variant.py).
 HTTPX_VARIANT = "service, httpx-aiohttp client: app=service_variant:app BENCH_UPSTREAM_CLIENT=httpx-aiohttp"
+# What the request policy for the shared Ollama costs (issue 11): on with nothing to replace (the body is forwarded as
+# received), and rewriting the keep_alive and options.num_ctx a client sent.
+POLICY = "KEEP_ALIVE=30m NUM_CTX=8192 MAX_PREDICT=512"
+POLICY_VARIANTS = (
+    f"request policy on, nothing to replace: {POLICY}",
+    f"""request policy on, rewriting 2 fields: {POLICY} body.keep_alive=0 'body.options={{"num_ctx": 2048}}'""",
+)
 
 # Issue 15's targets, judged from one run.
 TARGET_ADDED_P50_MS = 0.25
@@ -467,7 +474,8 @@ def versions(gateways: list[Gateway]) -> str:
     return f"{peers_}; service: {libs}"
 
 
-def run_rows(args, gateways: dict[str, Gateway], variants: list[str], double: Double, workdir: Path) -> Results:
+def run_rows(args, gateways: dict[str, Gateway], variants: dict[str, dict], double: Double, workdir: Path) -> Results:
+    """variants: label -> the fields its paired row adds to the request body."""
     res: Results = {}
     model = args.model
     core = [g for g in gateways.values() if g.name not in variants]
@@ -523,7 +531,6 @@ def run_rows(args, gateways: dict[str, Gateway], variants: list[str], double: Do
 
     # Variants against the shipped service at the same time: the comparison a neighbour's load cannot skew.
     if "paired" in args.rows and gateways[SERVICE].up:
-        payload = body(model, stream=False)
         ratios: dict[str, list[float]] = {}
         loads_seen: dict[str, list[Window]] = {}
         for r in range(args.rounds):
@@ -534,6 +541,7 @@ def run_rows(args, gateways: dict[str, Gateway], variants: list[str], double: Do
                     continue
                 say(f"paired, 16 + 16 connections, {V1}: {SERVICE} beside {name} (round {r + 1}/{args.rounds})")
                 double.configure()
+                payload = json.dumps({**json.loads(body(model, stream=False)), **variants[name]}).encode()
                 shipped, other = concurrent_pair(gateways[SERVICE], gw, double, V1, payload, 16, args.duration, workdir)
                 ratios.setdefault(name, []).append(other.cpu_ms_per_request / shipped.cpu_ms_per_request)
                 loads_seen.setdefault(name, []).append(other.window)
@@ -902,6 +910,7 @@ def main() -> int:
     parser.add_argument("--openai-only", action="store_true", help=f"only {V1}, not {OLLAMA}")
     parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out (its row says so)")
     parser.add_argument("--no-httpx", action="store_true", help="leave out the httpx-aiohttp variant")
+    parser.add_argument("--no-policy", action="store_true", help="leave out the request policy's variants")
     parser.add_argument(
         "--variant",
         action="append",
@@ -921,6 +930,7 @@ def main() -> int:
         if error:
             raise SystemExit(f"{error}: the load generator is required")
     specs = [] if args.no_httpx else [ServiceSpec.parse(HTTPX_VARIANT)]
+    specs += [] if args.no_policy else [ServiceSpec.parse(text) for text in POLICY_VARIANTS]
     specs += [ServiceSpec.parse(text) for text in args.variant]
     started_load = os.getloadavg()
 
@@ -947,7 +957,7 @@ def main() -> int:
                     gateways[spec.label] = Gateway(spec.label, why_not=error)
                     continue
             gateways[spec.label] = peers.start_service(stack, spec, args.model, direct, workdir, args.log_level)
-        variants = [s.label for s in specs]
+        variants = {s.label: s.body for s in specs}
         for gw in gateways.values():
             print(f"{gw.name}: {gw.url or '-'} {'up' if gw.up else 'NOT UP: ' + str(gw.why_not)}", file=sys.stderr)
 
