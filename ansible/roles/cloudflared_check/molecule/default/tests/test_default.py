@@ -1,8 +1,12 @@
 """What cloudflared_check asserted, checked independently on the host."""
 
 import json
+from pathlib import Path
 
 import yaml
+
+# The repository's table of environments (environments.yml): each hostname must route to its port.
+TABLE = yaml.safe_load((Path(__file__).resolve().parents[6] / "environments.yml").read_text())["environments"]
 
 
 def test_ready_endpoint_reports_an_edge_connection(host):
@@ -15,6 +19,6 @@ def test_ready_endpoint_reports_an_edge_connection(host):
 def test_ingress_routes_each_hostname_to_its_port(host):
     config = yaml.safe_load(host.file(host.user().home + "/.cloudflared/config.yml").content_string)
     routes = {rule.get("hostname"): rule["service"] for rule in config["ingress"]}
-    assert routes["staging.llm.example.com"] == "http://localhost:8001"
-    assert routes["llm.example.com"] == "http://localhost:8000"
+    for env in TABLE.values():
+        assert routes[env["hostname"]] == f"http://localhost:{env['port']}"
     assert "hostname" not in config["ingress"][-1]
