@@ -21,7 +21,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 import yaml
@@ -114,9 +114,16 @@ def publish_images(env: dict[str, str]) -> Images:
     first = build_push("e2e-first")
     second = build_push("e2e-second")
     images = Images(first, second, push_broken(env, first), push_unhealthy(env, first))
-    # Only in the registry from here on: each first deploy of a tag logs in and pulls, as on the Mac.
-    forget_locally(env, images.first, images.second, images.broken, images.unhealthy)
+    # Only in the registry from here on: each first deploy of a tag logs in and pulls, as on the Mac. A tag a stack
+    # already runs (the same tree was deployed before) stays: on the Mac too it is on the host, never pulled again.
+    forget_locally(env, *(tag for tag in astuple(images) if not tag_in_use(tag)))
     return images
+
+
+def tag_in_use(tag: str) -> bool:
+    """A container of either stack was made from this release (its label says so)."""
+    result = run(["docker", "ps", "-aq", "--filter", f"label=io.local-llm-server.tag={tag}"])
+    return bool(result.stdout.strip())
 
 
 def registry_digest(env: dict[str, str], tag: str) -> str | None:
