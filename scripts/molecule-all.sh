@@ -39,8 +39,15 @@ for role in "${roles[@]}"; do
     if (cd "ansible/roles/$role" && molecule test) >"$log" 2>&1 && grep -q 'testbed *: ok=' "$log"; then
         echo "[molecule-all] $role: passed ($((SECONDS - start)) s)" >&2
     else
-        echo "[molecule-all] $role: FAILED ($((SECONDS - start)) s); last lines of its log:" >&2
-        tail -40 "$log" >&2
+        # The failed task comes first: molecule's own summary fills the log's tail and would hide it.
+        echo "[molecule-all] $role: FAILED ($((SECONDS - start)) s); its failed tasks:" >&2
+        sed 's/\x1b\[[0-9;]*m//g' "$log" | awk '
+            /TASK \[/ { task = $0 }
+            /\[ERROR\]|fatal: \[|failed: \[/ && !shown { print task; shown = 1 }
+            /PLAY RECAP/ { shown = 0 }
+            shown || /Idempotence test failed|CRITICAL/ { print }' | cut -c1-400 | head -80 >&2
+        echo "[molecule-all] last lines of its log:" >&2
+        tail -25 "$log" >&2
         failed+=("$role")
     fi
 done
