@@ -50,8 +50,10 @@ fi
 if [[ -d /var/lib/docker ]]; then
     # Mounts of stopped containers can linger (overlay, shm); unmount them before removing their directories.
     grep -o ' /var/lib/docker/[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-    rm -rf /var/lib/docker
-    log "removed the Docker engine's state (/var/lib/docker)"
+    # Its contents, not the directory: on some machines /var/lib/docker is a mount point of its own (rm says
+    # "Device or resource busy"), as it may be on a new one.
+    find /var/lib/docker -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+    log "removed the Docker engine's state (the contents of /var/lib/docker)"
 fi
 
 home=$(getent passwd "$USER_NAME" | cut -d: -f6 || true)
