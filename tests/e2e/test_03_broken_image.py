@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 
 import pytest
@@ -99,3 +100,29 @@ def test_a_stopped_proxy_is_started_again_by_the_next_deploy(ansible):
     assert len(harness.project_containers("staging")) == 2
     again = ansible.deploy("staging", tag)
     assert again.returncode == 0 and again.changed == 0, again.output[-3000:]
+
+
+def test_a_proxy_that_cannot_start_fails_the_switch_and_says_what_stays(ansible, images):
+    # The proxy is stopped and another process holds its port, so compose cannot start it: the switch fails at
+    # "Make sure the proxy runs". The rescue must still run to its end although the reload meets a stopped
+    # container (docker exec then returns no exit code): point the file back, record the failure, name the cause.
+    # No colour answers through the port, so both are kept (bluegreen_switch_failed).
+    old_tag = harness.health("staging")["version"]
+    new_tag = images.first if old_tag != images.first else images.second
+    old_color = harness.live_color("staging")
+    subprocess.run(["docker", "stop", harness.proxy_name("staging")], check=True, capture_output=True)
+    with socket.create_server(("127.0.0.1", harness.PORTS["staging"])):
+        result = ansible.deploy("staging", new_tag)
+    output = harness.flat(result.output)
+    assert result.returncode != 0
+    assert f"Cut-over of staging to {new_tag} failed (Make sure the proxy runs" in output, result.output[-4000:]
+    assert "Could not switch the proxy back" in output, result.output[-4000:]
+    last = harness.history()[-1]
+    assert (last["tag"], last["result"]) == (new_tag, "failed") and "Make sure the proxy runs" in last["cause"]
+    assert harness.live_color("staging") == old_color, "the proxy file must name the old colour again"
+    # With the port free again, a deploy of the old tag starts the proxy, serves it and retires the new colour.
+    again = ansible.deploy("staging", old_tag)
+    assert again.returncode == 0, again.output[-4000:]
+    assert harness.health("staging")["version"] == old_tag
+    assert harness.served_color("staging") == harness.live_color("staging")
+    assert len(harness.project_containers("staging")) == 2
