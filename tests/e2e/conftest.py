@@ -9,6 +9,8 @@ testbed or an image cannot be prepared the session fails loudly (TestbedError).
 
 from __future__ import annotations
 
+from dataclasses import astuple
+
 import pytest
 
 from tests.e2e import harness
@@ -51,8 +53,7 @@ def nothing_deployed(testbed, built_images):
     of each tag logs in and pulls (an operator's first day)."""
     harness.reset_stacks()
     in_the_registry(testbed, built_images)
-    tags = (built_images.first, built_images.second, built_images.broken, built_images.unhealthy)
-    harness.forget_locally(testbed, *tags, missing_ok=True)
+    harness.forget_locally(testbed, *astuple(built_images), missing_ok=True)
 
 
 @pytest.fixture(scope="module")

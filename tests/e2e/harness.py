@@ -145,7 +145,7 @@ def registry_digest(env: dict[str, str], tag: str) -> str | None:
 
 
 def published(env: dict[str, str], images: Images) -> bool:
-    return all(registry_digest(env, tag) for tag in (images.first, images.second, images.broken, images.unhealthy))
+    return all(registry_digest(env, tag) for tag in astuple(images))
 
 
 def push_broken(env: dict[str, str], good_tag: str) -> str:
@@ -336,12 +336,8 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, str]:
 
 def serving_versions() -> dict[str, str]:
     """{env: version} of every environment whose port answers /health (through its proxy)."""
-    versions = {}
-    for app_env in PORTS:
-        status, body = http_get(health_url(app_env))
-        if status == 200:
-            versions[app_env] = json.loads(body)["version"]
-    return versions
+    answers = {app_env: health(app_env) for app_env in PORTS}
+    return {app_env: body["version"] for app_env, body in answers.items() if "version" in body}
 
 
 def ensure_serving(ansible: Ansible, tag: str) -> dict[str, str]:

@@ -332,7 +332,8 @@ class ProcessTree:
         return self.seen
 
     def alive(self, pid: int) -> bool:
-        return pid in process_table() and process_table()[pid][1] == self.seen[pid][1]
+        table = process_table()  # one snapshot: the process may end between two reads
+        return pid in table and table[pid][1] == self.seen[pid][1]
 
     def end_survivors(self) -> None:
         table = process_table()
