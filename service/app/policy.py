@@ -51,16 +51,12 @@ class RequestPolicy:
         self.keep_alive = settings.keep_alive_value
         self.num_ctx = settings.num_ctx
         self.max_predict = settings.max_predict
-        wanted = {"keep_alive": self.keep_alive, "num_ctx": self.num_ctx}
-        # Per route, once: the governed fields a setting is on for (empty: the route's fast path).
-        self._fields = {
-            path: tuple(f for f in names if wanted.get(f, self.max_predict) is not None)
-            for path, names in FIELDS.items()
-        }
 
     def fields(self, path: str) -> tuple[str, ...]:
-        """The governed fields of this route that a setting is on for (empty: the route's fast path)."""
-        return self._fields.get(path, ())
+        """The governed fields of this route that a setting is on for (empty: the route's fast path). Asked once per
+        route when the app is built (routes.load_carrying)."""
+        wanted = {"keep_alive": self.keep_alive, "num_ctx": self.num_ctx}
+        return tuple(f for f in FIELDS.get(path, ()) if wanted.get(f, self.max_predict) is not None)
 
     def apply(self, fields: tuple[str, ...], payload: dict) -> list[Replacement]:
         """Rewrite `payload` in place for the given fields; return what changed (empty: forward the body as is)."""

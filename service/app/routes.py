@@ -176,9 +176,9 @@ def build_router(
             return error_response(path, 400, refused[0], param=refused[1])
         return body, payload, model
 
-    def apply_policy(request: Request, body: bytes, payload: dict) -> bytes:
-        """The body to forward: as received, unless the policy replaced a field (then re-serialised)."""
-        fields = policy.fields(request.scope["path"])
+    def apply_policy(request: Request, fields: tuple[str, ...], body: bytes, payload: dict) -> bytes:
+        """The body to forward: as received, unless the policy replaced one of the route's `fields` (then
+        re-serialised)."""
         if not fields:
             return body
         changes = policy.apply(fields, payload)
@@ -197,6 +197,8 @@ def build_router(
         return json.dumps(payload, separators=(",", ":")).encode()
 
     def load_carrying(route: Forward) -> Handler:
+        governed = policy.fields(route.path)  # once per route: the settings never change while the app runs
+
         async def handle(request: Request) -> Response:
             parsed = await read_request(request, route.models)
             if isinstance(parsed, Response):
@@ -209,7 +211,7 @@ def build_router(
                     stream = route.stream_default
                 elif not isinstance(stream, bool):
                     return error_response(route.path, 400, "stream must be true or false", param="stream")
-            body = apply_policy(request, body, payload)
+            body = apply_policy(request, governed, body, payload)
             return Generation(upstream, route, body=body, model=model, stream=stream, started=time.perf_counter())
 
         return handle
