@@ -46,7 +46,7 @@ def test_first_deploy_cuts_over_to_blue_and_clears_an_old_layout():
     assert (p["action"], p["new_color"], p["live_color"]) == ("cutover", "blue", "")
     assert p["restore_slots"] == {}
     assert p["gate_slots"] == p["final_slots"] == {"blue": {"tag": B, "release": f"{NOW}-{B}"}}
-    assert p["remove_orphans_on_switch"] is True
+    assert p["remove_orphans_on_switch"] is True and p["retire"] == []
     assert p["reason"] == "nothing serves yet"
 
 
@@ -60,7 +60,7 @@ def test_new_tag_goes_to_the_other_colour_beside_the_live_one():
         "green": {"tag": B, "release": f"{NOW}-{B}"},
     }
     assert p["final_slots"] == {"green": {"tag": B, "release": f"{NOW}-{B}"}}
-    assert p["remove_orphans_on_switch"] is False
+    assert p["remove_orphans_on_switch"] is False and p["retire"] == ["blue"]
     assert f"{A} serves, {B} is asked for" in p["reason"]
 
 
@@ -110,13 +110,14 @@ def test_killed_before_the_switch_gates_the_new_colour_again_and_switches():
     p = plan(obs, last_success=A)
     assert (p["action"], p["new_color"], p["live_color"]) == ("cutover", "green", "blue")
     assert p["release"] == f"{NOW}-{B}", "the idle colour is gated again as a new release"
+    assert p["retire"] == ["blue"]
 
 
 def test_killed_after_the_switch_retires_the_old_colour_and_records_the_release():
     # The proxy names green (tag B) and answers from it; blue still runs idle; the history never got B.
     obs = observed("green", {"blue": container(A), "green": container(B)})
     p = plan(obs, in_sync=True, last_success=A)
-    assert (p["action"], p["retire_idle"], p["record"], p["idle"]) == ("finish", True, True, ["blue"])
+    assert (p["action"], p["retire"], p["record"], p["idle"]) == ("finish", ["blue"], True, ["blue"])
 
 
 def test_killed_between_writing_the_proxy_file_and_the_reload():
@@ -124,12 +125,12 @@ def test_killed_between_writing_the_proxy_file_and_the_reload():
     obs = observed("green", {"blue": container(A), "green": container(B)}, served_color="blue")
     assert plan(obs, in_sync=True, last_success=A)["action"] == "reload"
     p = plan(obs, in_sync=True, last_success=A, answered_after_reload=True)
-    assert (p["action"], p["retire_idle"], p["record"]) == ("finish", True, True)
+    assert (p["action"], p["retire"], p["record"]) == ("finish", ["blue"], True)
 
 
 def test_finished_run_only_missing_its_history_line():
     p = plan(observed("green", {"green": container(B)}), in_sync=True, last_success=A)
-    assert (p["action"], p["retire_idle"], p["record"]) == ("finish", False, True)
+    assert (p["action"], p["retire"], p["record"]) == ("finish", [], True)
 
 
 def test_proxy_file_naming_a_colour_without_container_cuts_over_to_that_colour():
@@ -138,6 +139,7 @@ def test_proxy_file_naming_a_colour_without_container_cuts_over_to_that_colour()
     p = plan(obs)
     assert (p["action"], p["new_color"], p["live_color"]) == ("cutover", "blue", "")
     assert p["remove_orphans_on_switch"] is True
+    assert p["retire"] == ["green"], "the stale colour the proxy does not name goes after the switch"
     assert "has no container" in p["reason"]
 
 

@@ -110,7 +110,8 @@ def bluegreen_plan(
                 if finish
                 else f"{tag} already serves from api-{live_color} with the same settings; nothing to do"
             ),
-            "retire_idle": bool(idle),
+            # The colours to stop and remove (docker stop: SIGTERM, in-flight requests finish, then the container goes).
+            "retire": idle,
             "record": last_success != tag,
         }
 
@@ -130,6 +131,8 @@ def bluegreen_plan(
         # Gate: both colours in the compose file (only the new one is started). After: the new colour alone.
         "gate_slots": {**plan["restore_slots"], **_slots(new_color, tag, release)},
         "final_slots": _slots(new_color, tag, release),
+        # After the switch: every other colour's container (the old live one, and any a killed run left idle).
+        "retire": sorted(color for color in containers if color != new_color),
         # With nothing serving, whatever else of the project the files do not name (an earlier layout's container
         # on the port) goes, but only once the new colour has passed the gate.
         "remove_orphans_on_switch": not live_color,
