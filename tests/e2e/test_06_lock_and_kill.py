@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,32 +26,55 @@ def as_deploy_user(*argv: str) -> None:
 
 
 def deploy_while_another_holds_the_lock(ansible, first_tag: str, second_tag: str, *second_extra: str):
-    """Start a staging deploy of first_tag, wait until it holds the lock, then run a second deploy of second_tag.
+    """Start a staging deploy of first_tag and pause it once it holds the lock (SIGSTOP to its ansible-playbook, whose
+    pid the lock's holder.json names): a deploy is faster than a second run's way to the lock (inputs, host checks),
+    so unpaused, the first could be done before the second asks. Then run a second deploy of second_tag; the first
+    resumes when the second starts asking for the lock (its task-start event), so it holds the lock meanwhile.
     Returns the second run once the first has finished too (and asserts that the first succeeded)."""
     first = ansible.start("deploy.yml", "-e", "app_env=staging", "-e", f"image_tag={first_tag}")
+    holder_pid = 0
+
+    def resume_the_first(event: dict) -> None:
+        data = event.get("event_data") or {}
+        if event.get("event") == "playbook_on_task_start" and data.get("task") == "Take the deploy lock":
+            os.kill(holder_pid, signal.SIGCONT)
+
     try:
         harness.wait_for(lambda: (LOCK / "holder.json").exists(), 120, "the first deploy to take the lock")
-        second = ansible.deploy("staging", second_tag, *second_extra)
+        holder_pid = int(json.loads((LOCK / "holder.json").read_text())["controller_pid"])
+        os.kill(holder_pid, signal.SIGSTOP)
+        second = ansible.deploy("staging", second_tag, *second_extra, on_event=resume_the_first)
     finally:
+        if holder_pid:
+            with contextlib.suppress(ProcessLookupError):  # resumed already, and done
+                os.kill(holder_pid, signal.SIGCONT)
         output, _ = first.communicate(timeout=300)
     assert first.returncode == 0, output[-4000:]
     return second
 
 
+def releases_in_turn(images) -> tuple[str, str]:
+    """(the release staging does not serve, the one it serves): the first deploy is then a real cut-over."""
+    serving = harness.health("staging")["version"]
+    return (images.first, images.second) if serving != images.first else (images.second, images.first)
+
+
 def test_second_concurrent_deploy_fails_naming_the_holder(ansible, images):
-    second = deploy_while_another_holds_the_lock(ansible, images.first, images.second, "-e", "deploy_lock_wait=0")
+    first_tag, second_tag = releases_in_turn(images)
+    second = deploy_while_another_holds_the_lock(ansible, first_tag, second_tag, "-e", "deploy_lock_wait=0")
     assert second.returncode != 0
     assert "Another deploy holds" in second.output and "e2e-tests" in second.output
-    assert f"tag {images.first}" in second.output  # the holder's tag is named too
-    assert harness.health("staging")["version"] == images.first
+    assert f"tag {first_tag}" in second.output  # the holder's tag is named too
+    assert harness.health("staging")["version"] == first_tag
     assert not LOCK.exists(), "the lock must be released after the first deploy"
 
 
 def test_second_concurrent_deploy_waits_for_the_first(ansible, images):
-    second = deploy_while_another_holds_the_lock(ansible, images.second, images.first, "-e", "deploy_lock_wait=240")
+    first_tag, second_tag = releases_in_turn(images)
+    second = deploy_while_another_holds_the_lock(ansible, first_tag, second_tag, "-e", "deploy_lock_wait=240")
     assert second.returncode == 0, second.output[-4000:]
     assert "waited for" in second.output
-    assert harness.health("staging")["version"] == images.first
+    assert harness.health("staging")["version"] == second_tag
 
 
 def test_stale_lock_is_broken_with_a_warning(ansible, images):
