@@ -4,7 +4,7 @@ conf_text | app_proxy_color                                   the live colour th
 container_results | app_live_state(conf_text, answers, colors)
     the observed facts of one environment (the shape app_deploy's bluegreen_plan and stack_status read):
     color, containers {colour: {tag, release, running, health}}, proxy_running, answered, ready_status,
-    served_color, ready_detail, container (the live colour's docker inspect), tag, release, idle
+    served_color, ready_detail, tag, release (of the live colour), idle
 """
 
 from __future__ import annotations
