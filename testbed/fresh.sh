@@ -17,7 +17,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 USER_NAME=deploy
-PACKAGES=(docker.io docker-registry openssh-server debootstrap apache2-utils python3-requests python3-docker)
+# shellcheck source=testbed/packages.sh
+source "$ROOT/testbed/packages.sh"
+PACKAGES=("$TESTBED_ENGINE_PACKAGE" "${TESTBED_PACKAGES[@]}")
 packages=0
 run=0
 for arg in "$@"; do

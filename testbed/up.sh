@@ -88,8 +88,9 @@ start_bg() { # name logfile cmd...
 }
 
 # ---------------------------------------------------------------------------------------------- packages
-PACKAGES=(docker-registry openssh-server openssh-client debootstrap apache2-utils curl iproute2
-    python3-requests python3-docker) # the last two: community.docker modules on the "Mac" (deploy user)
+# shellcheck source=testbed/packages.sh
+source "$ROOT/testbed/packages.sh"
+PACKAGES=("${TESTBED_PACKAGES[@]}" "${TESTBED_TOOLS[@]}")
 # An engine that already answers is used as it is, and no engine package goes in beside it. On GitHub's
 # ubuntu-24.04 runners Docker CE runs, and docker.io's dependency containerd conflicts with Docker CE's
 # containerd.io: apt-get would remove the runner's engine or fail (eunomia-bpf/eunomia-bpf#302,
@@ -97,7 +98,7 @@ PACKAGES=(docker-registry openssh-server openssh-client debootstrap apache2-util
 if docker info >/dev/null 2>&1; then
     log "Docker engine answers: no engine package is installed"
 else
-    PACKAGES=(docker.io "${PACKAGES[@]}")
+    PACKAGES=("$TESTBED_ENGINE_PACKAGE" "${PACKAGES[@]}")
 fi
 missing=()
 for p in "${PACKAGES[@]}"; do
