@@ -280,19 +280,25 @@ class Stream:
         return self.window.cpu_s * 1e6 / self.chunks if self.chunks else float("nan")
 
 
+def raw_post(gw: Gateway, path: str, payload: bytes) -> tuple[str, int, bytes]:
+    """(host, port, request bytes) of one HTTP/1.1 POST of `payload` to the gateway, with its headers: the raw
+    client's request, so the client side costs next to nothing."""
+    host, port = gw.url.removeprefix("http://").rsplit(":", 1)
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in gw.headers.items())
+    return host, int(port), (head + f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+
+
 async def stream_answers(gw: Gateway, path: str, payload: bytes, connections: int, seconds: float) -> tuple[int, int]:
     """Each connection sends streamed chats back to back for `seconds` (at least one) and reads every answer to its
     last chunk, so nothing is left running when the run ends (a gateway that does not cancel would otherwise keep
     working for a client that left). Raw HTTP/1.1 over asyncio: it only looks for the end of the chunked body, so
     the client costs little. Returns (complete 200 answers, errors)."""
-    host, port = gw.url.removeprefix("http://").rsplit(":", 1)
-    head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-    head += "".join(f"{k}: {v}\r\n" for k, v in gw.headers.items())
-    request = (head + f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+    host, port, request = raw_post(gw, path, payload)
     stop_at = time.monotonic() + seconds
 
     async def connection() -> tuple[int, int]:
-        reader, writer = await asyncio.open_connection(host, int(port))
+        reader, writer = await asyncio.open_connection(host, port)
         answers = errors = 0
         try:
             while True:
@@ -396,13 +402,10 @@ async def chunk_timings(gw: Gateway, path: str, payload: bytes, streams: int) ->
 async def leave_early(gw: Gateway, path: str, payload: bytes, stream: bool) -> tuple[float, float]:
     """Send one chat on a fresh connection, leave (close the socket) after the first token (streamed) or after
     0.5 s (non-streamed, upstream still silent). Returns (time sent, time left), epoch seconds."""
-    host, port = gw.url.removeprefix("http://").rsplit(":", 1)
-    reader, writer = await asyncio.open_connection(host, int(port))
-    head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-    head += "".join(f"{k}: {v}\r\n" for k, v in gw.headers.items())
-    head += f"Content-Length: {len(payload)}\r\n\r\n"
+    host, port, request = raw_post(gw, path, payload)
+    reader, writer = await asyncio.open_connection(host, port)
     sent = time.time()
-    writer.write(head.encode() + payload)
+    writer.write(request)
     try:
         if stream:
             seen = b""
@@ -797,30 +800,30 @@ def judge(res: Results) -> list[tuple[str, str, bool | None]]:
 
 
 def print_variants(res: Results, variants: list[str]) -> None:
-    keys = [
-        (f"unloaded {V1} p50", "unloaded added p50", "ms", True),
-        (f"saturation {V1} rps", f"req/s, 32 conn, {V1}", "req/s", False),
-        (f"saturation {V1} cpu", f"CPU / request, {V1}", "ms", False),
-        (f"saturation {OLLAMA} cpu", f"CPU / request, {OLLAMA}", "ms", False),
-        (f"stream {V1} cpu", f"CPU / chunk, {V1}", "us", False),
+    rows = [
+        Row(f"unloaded {V1} p50", "unloaded added p50", "ms", added=True),
+        Row(f"saturation {V1} rps", f"req/s, 32 conn, {V1}", "req/s"),
+        Row(f"saturation {V1} cpu", f"CPU / request, {V1}", "ms"),
+        Row(f"saturation {OLLAMA} cpu", f"CPU / request, {OLLAMA}", "ms"),
+        Row(f"stream {V1} cpu", f"CPU / chunk, {V1}", "us"),
     ]
-    header = ["service", *(k[1] for k in keys), "CPU / request vs shipped: one after the other",
+    header = ["service", *(row.label for row in rows), "CPU / request vs shipped: one after the other",
               "… at the same time (paired)", "load avg; others' cores"]  # fmt: skip
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for name in [SERVICE, *variants]:
         cells = []
-        for key, _, unit, added in keys:
-            cell = res.get(key, {}).get(name)
+        for row in rows:
+            cell = res.get(row.key, {}).get(name)
+            value = shown(row, res, name)
             if cell is None:
                 cells.append("–")
-            elif cell.value != cell.value:
+            elif value != value:
                 cells.append(cell.text or "–")
             else:
-                value = cell.value - res[key]["direct"].value if added else cell.value
-                text = fmt(value, unit, sign=added)
-                if len(cell.rounds) > 1 and not added:
-                    text += f" ({fmt(min(cell.rounds), unit)}–{fmt(max(cell.rounds), unit)})"
+                text = fmt(value, row.unit, sign=row.added)
+                if len(cell.rounds) > 1 and not row.added:
+                    text += f" ({fmt(min(cell.rounds), row.unit)}–{fmt(max(cell.rounds), row.unit)})"
                 cells.append(text)
         change = "–" if name == SERVICE else percent_change(res.get(f"saturation {V1} cpu", {}), name)
         paired = "–" if name == SERVICE else paired_change(res.get("paired cpu", {}).get(name))
@@ -925,10 +928,9 @@ def main() -> int:
         parser.error(f"--rows: unknown {sorted(args.rows - set(SECTIONS))}; known: {', '.join(SECTIONS)}")
     command = shlex.join([os.path.relpath(sys.executable), *sys.argv])
 
-    for binary, package in (("wrk", "wrk"),):
-        error = peers.ensure_apt(binary, package)
-        if error:
-            raise SystemExit(f"{error}: the load generator is required")
+    error = peers.ensure_apt("wrk", "wrk")
+    if error:
+        raise SystemExit(f"{error}: the load generator is required")
     specs = [] if args.no_httpx else [ServiceSpec.parse(HTTPX_VARIANT)]
     specs += [] if args.no_policy else [ServiceSpec.parse(text) for text in POLICY_VARIANTS]
     specs += [ServiceSpec.parse(text) for text in args.variant]
