@@ -1,4 +1,5 @@
-"""Releases the gate must refuse, and a proxy switch that fails: the old release serves throughout, untouched."""
+"""Releases the gate must refuse, a proxy switch that fails, and proxies in odd states (stopped, its port taken, its
+file not loaded): the old release serves throughout, untouched, and the next deploy heals what it can."""
 
 from __future__ import annotations
 
@@ -126,3 +127,24 @@ def test_a_proxy_that_cannot_start_fails_the_switch_and_says_what_stays(ansible,
     assert harness.health("staging")["version"] == old_tag
     assert harness.served_color("staging") == harness.live_color("staging")
     assert len(harness.project_containers("staging")) == 2
+
+
+def test_a_proxy_that_has_not_loaded_its_file_is_reloaded_not_redeployed(ansible):
+    # A run killed between writing proxy/nginx.conf and the reload leaves a file nginx has not loaded; made here by
+    # an edit nginx never sees. The next deploy of the serving tag writes the file back, reloads nginx, asks again
+    # and plans once more with that answer: then nothing is left to do, and the same containers keep serving.
+    tag = harness.health("staging")["version"]
+    serving = harness.container("staging")
+    proxy = harness.inspect(harness.proxy_name("staging"))
+    conf = harness.DEPLOY_HOME / "staging" / "proxy" / "nginx.conf"
+    conf.write_text(conf.read_text() + "# an edit nginx has not loaded\n")
+    result = ansible.deploy("staging", tag)
+    output = harness.flat(result.output)
+    assert result.returncode == 0, result.output[-4000:]
+    assert "Reload nginx in the proxy container" in output, result.output[-4000:]
+    assert f"staging: nothing ({tag} already serves from api-" in output, "the plan after the reload: nothing"
+    assert harness.container("staging")["Id"] == serving["Id"]
+    assert harness.inspect(harness.proxy_name("staging"))["State"]["StartedAt"] == proxy["State"]["StartedAt"]
+    assert harness.served_color("staging") == harness.live_color("staging")
+    again = ansible.deploy("staging", tag)
+    assert again.returncode == 0 and again.changed == 0, again.output[-3000:]
