@@ -185,6 +185,7 @@ def test_last_success_per_environment():
     assert history.release_history_last_success([]) == {}
 
 
+
 def test_rollback_without_a_tag_returns_to_the_previous_successful_release_and_toggles():
     assert history.release_history_rollback_target(ENTRIES, "staging", running=B) == A
     # After that rollback (recorded as a success of A), the next rollback goes back to B.
@@ -271,25 +272,6 @@ def test_proxy_color_is_read_from_the_line_the_template_writes():
     assert live.app_proxy_color("        set $api_color blue;\n") == "blue"
     assert live.app_proxy_color("# set $api_color blue; in a comment\n") == ""
     assert live.app_proxy_color(None) == ""
-
-
-ollama = role_plugin("ollama_check/filter_plugins/ollama_check.py")
-
-
-def test_ollama_is_asked_where_the_containers_reach_it():
-    bridge = {"network": {"IPAM": {"Config": [{"Subnet": "172.17.0.0/16", "Gateway": "172.17.0.1"}]}}}
-    assert ollama.ollama_check_address(bridge, "", 11434, "Linux") == "http://172.17.0.1:11434"
-    # Debian's engine 20.10 leaves the gateway out: the subnet's first address.
-    old_engine = {"network": {"IPAM": {"Config": [{"Subnet": "172.30.0.0/16"}]}}}
-    assert ollama.ollama_check_address(old_engine, "", 11434, "Linux") == "http://172.30.0.1:11434"
-    assert ollama.ollama_check_address({}, "", 11434, "Darwin") == "http://127.0.0.1:11434"
-    assert ollama.ollama_check_address(bridge, "http://ollama.lan:11434", 11434, "Linux") == "http://ollama.lan:11434"
-
-
-def test_models_ollama_lacks_an_untagged_name_meaning_latest():
-    present = ["llama3.2:1b", "nomic-embed-text:latest"]
-    assert ollama.ollama_check_missing(["llama3.2:1b", "nomic-embed-text"], present) == []
-    assert ollama.ollama_check_missing(["llama3.2:3b", "all-minilm"], present) == ["llama3.2:3b", "all-minilm"]
 
 
 preflight = role_plugin("preflight/filter_plugins/preflight.py")
