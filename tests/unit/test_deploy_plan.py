@@ -185,6 +185,15 @@ def test_last_success_per_environment():
     assert history.release_history_last_success([]) == {}
 
 
+def test_the_history_is_parsed_from_slurp_and_a_missing_file_is_empty():
+    import base64
+    import json
+
+    lines = "".join(json.dumps(entry) + "\n" for entry in ENTRIES) + "\n"
+    assert history.release_history_parse({"content": base64.b64encode(lines.encode()).decode()}) == ENTRIES
+    assert history.release_history_parse({"failed": True, "msg": "file not found"}) == []
+    assert history.release_history_parse(None) == []
+
 
 def test_rollback_without_a_tag_returns_to_the_previous_successful_release_and_toggles():
     assert history.release_history_rollback_target(ENTRIES, "staging", running=B) == A

@@ -2,6 +2,7 @@
 cause). The role owns the history, so the questions asked of it are answered here, in tested code
 (tests/unit/test_deploy_plan.py):
 
+    slurped | release_history_parse                           the entries, oldest first, from slurp's result
     entries | release_history_last_success                     {env: tag of its newest successful release}
     entries | release_history_successes(env)                   that env's successful tags, oldest first, once each
     entries | release_history_keep(count)                      the newest `count` distinct successful tags, any env
@@ -13,9 +14,17 @@ cause). The role owns the history, so the questions asked of it are answered her
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 from ansible.errors import AnsibleFilterError
+
+
+def release_history_parse(slurped: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """slurp's result for the history file: no content (the file does not exist yet) is an empty history."""
+    content = base64.b64decode((slurped or {}).get("content") or "").decode("utf-8")
+    return [json.loads(line) for line in content.splitlines() if line.strip()]
 
 
 def _successes(entries: list[dict[str, Any]], env: str | None = None) -> list[dict[str, Any]]:
@@ -53,6 +62,7 @@ def release_history_rollback_target(
 class FilterModule:
     def filters(self):
         return {
+            "release_history_parse": release_history_parse,
             "release_history_last_success": release_history_last_success,
             "release_history_successes": release_history_successes,
             "release_history_keep": release_history_keep,
