@@ -102,12 +102,18 @@ class ActionModule(ActionBase):
         # A token-run tunnel has no local config: then there is no ingress to check.
         for path in args["config_paths"]:
             config = self._module("ansible.builtin.slurp", src=path)
+            if config.get("failed") and "not found" not in config.get("msg", ""):
+                return {**result, "failed": True, "msg": f"Cannot read {path}: {config.get('msg', '')}"}
             if not config.get("failed"):
                 routes = {
                     env: (args["environments"][env].get("hostname", ""), args["environments"][env]["port"])
                     for env in args["envs"]
                 }
-                verdicts = ingress_verdicts(path, yaml.safe_load(base64.b64decode(config["content"])), routes)
+                try:
+                    parsed = yaml.safe_load(base64.b64decode(config["content"]))
+                except yaml.YAMLError as error:
+                    return {**result, "failed": True, "msg": f"{path} is not valid YAML: {error}"}
+                verdicts = ingress_verdicts(path, parsed if isinstance(parsed, dict) else {}, routes)
                 failed = [m for good, m in verdicts if not good]
                 if failed:
                     return {**result, "failed": True, "msg": "; ".join(failed)}
@@ -128,7 +134,8 @@ class ActionModule(ActionBase):
         if not ok:
             return {**result, "failed": True, "msg": msg}
         said.append(msg)
-        return {**result, "failed": False, "msg": "; ".join(said)}
+        # One line per check: the callback prints a list item by item.
+        return {**result, "failed": False, "msg": said}
 
     def _module(self, module: str, /, **module_args) -> dict:
         return self._execute_module(module, module_args=module_args, task_vars=self._vars)
