@@ -96,7 +96,7 @@ class ActionModule(ActionBase):
             "distribution_version": args.get("distribution_version", ""),
         }
         if not facts["docker_error"]:
-            # `compose version` reads no engine, but the plugin is found through the CLI given that engine's host.
+            # The same CLI the deploys run, pointed at the same engine (the task this replaces set DOCKER_HOST).
             compose = self._run(["docker", "--host", docker_host, "compose", "version", "--short"], task_vars)
             df = self._run(["df", "-Pk", args["disk_path"]], task_vars)
             if df.get("rc") != 0:
