@@ -27,10 +27,11 @@ PLAYBOOK    = $(PY) -m scripts.playbook $(if $(PROGRESS),--progress) $(if $(RUN_
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV_STAMP): requirements.txt requirements-dev.txt
+$(VENV_STAMP): requirements.txt requirements-dev.txt ansible/requirements.yml scripts/link_collections.py
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m scripts.link_collections
 	@touch $@
 
 .PHONY: venv
