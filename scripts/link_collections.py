@@ -4,8 +4,9 @@ The PyPI package `ansible` installs about a hundred collections into site-packag
 lists every installed collection for each task whose module lives in a collection, in each forked worker
 (mitogen-hq/mitogen ansible_mitogen/planner.py, `_load_collections` in 0.3.54, calls
 ansible.collections.list.list_collection_dirs), which reads every collection's meta/runtime.yml: about 0.06 s per
-community.docker task on the 2-core testbed, ~1 s per deploy (make bench-deploy). ansible.cfg therefore sets `collections_scan_sys_path = False` and a `collections_path` that holds only links to the
-collections named in ansible/requirements.yml, at the versions it pins (a mismatch fails here, by name).
+community.docker task on the 2-core testbed, ~1 s per deploy (make bench-deploy). ansible.cfg therefore sets
+`collections_scan_sys_path = False` and a `collections_path` that holds only links to the collections named in
+ansible/requirements.yml, at the versions it pins (a mismatch fails here, by name).
 
     python -m scripts.link_collections     # run with ANSIBLE_CONFIG=ansible/ansible.cfg (the Makefile exports it)
 """
