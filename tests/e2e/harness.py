@@ -392,8 +392,8 @@ def health(app_env: str) -> dict:
     return json.loads(body) if status == 200 else {"status": status, "body": body}
 
 
-# The app role's reading of a proxy config (filter app_proxy_color): the tests read the file as the roles do.
-_live_plugin = role_plugin("app/filter_plugins/live.py")
+# The app role's reading of a proxy config (app_proxy_color): the tests read the file as the roles do.
+_live_plugin = role_plugin("app/action_plugins/app_live.py")
 
 
 def live_color(app_env: str) -> str | None:

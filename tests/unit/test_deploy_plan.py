@@ -12,7 +12,8 @@ from ansible.errors import AnsibleFilterError
 from tests.role_plugins import ROLES, role_plugin
 
 bluegreen = role_plugin("app_deploy/filter_plugins/bluegreen.py")
-live = role_plugin("app/filter_plugins/live.py")
+live = role_plugin("app/action_plugins/app_live.py")
+answers = role_plugin("app/action_plugins/app_answers.py")
 history = role_plugin("release_history/filter_plugins/release_history.py")
 
 COLORS = ["blue", "green"]
@@ -283,6 +284,22 @@ def test_proxy_color_is_read_from_the_line_the_template_writes():
     assert live.app_proxy_color(None) == ""
 
 
+def test_ready_is_answered_only_by_a_200_from_the_colour_asked():
+    # What ansible.builtin.uri returns on the host: headers as lower-case keys, status -1 when nothing answered.
+    ok = {"status": 200, "x_api_color": "blue", "content": '{"status":"ready"}'}
+    assert answers.ready_answer(ok, "blue") == {
+        "answered": True, "status": 200, "served_color": "blue", "detail": 'HTTP 200 from blue {"status":"ready"}',
+    }  # fmt: skip
+    other = answers.ready_answer(ok, "green")
+    assert not other["answered"] and other["served_color"] == "blue", "nginx still sends to the old colour"
+    starting = answers.ready_answer({"status": 503, "x_api_color": "green", "content": "x" * 500}, "green")
+    assert not starting["answered"] and starting["status"] == 503 and len(starting["detail"]) < 240
+    refused = {"status": -1, "failed": True, "msg": "Status code was -1 and not [200]: Request failed: refused"}
+    nothing = answers.ready_answer(refused, "")
+    assert (nothing["answered"], nothing["status"], nothing["served_color"]) == (False, -1, "")
+    assert nothing["detail"] == "HTTP -1 from no colour " + refused["msg"], "the message says why"
+
+
 preflight = role_plugin("preflight/filter_plugins/preflight.py")
 ENVS = {"staging": {}, "production": {}}
 TAGS = "^sha-[0-9a-f]{7,40}$"
@@ -308,6 +325,34 @@ def test_preflight_accepts_good_inputs_and_names_each_bad_one():
     assert "or be one of latest" in problems(tag="main", channels=["latest"])[0]
     assert "got 'nope'" in problems(mode="rollback", tag="nope")[0], "a tag given to a rollback is checked too"
     assert len(problems(app_env="qa", repo=None, tag="x")) == 3
+
+
+registry = role_plugin("preflight/action_plugins/registry_tag.py")
+
+
+def test_registry_bearer_challenge_and_token_url_as_ghcr_sends_them():
+    # ghcr.io's answer to an anonymous or basic-auth HEAD on a private manifest.
+    header = 'Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:o/llm:pull"'
+    challenge = registry.bearer_challenge(header)
+    assert challenge == {"realm": "https://ghcr.io/token", "service": "ghcr.io", "scope": "repository:o/llm:pull"}
+    assert (
+        registry.token_url(challenge, "o/llm")
+        == "https://ghcr.io/token?service=ghcr.io&scope=repository%3Ao/llm%3Apull"
+    )
+    assert registry.bearer_challenge('Basic realm="registry"') is None, "plain registries: basic auth was the answer"
+    assert registry.bearer_challenge(None) is None and registry.bearer_challenge("") is None
+
+
+def test_registry_detail_names_the_answer_and_never_the_credentials():
+    assert registry.registry_detail(200, "", "http://127.0.0.1:5000") == "present"
+    assert registry.registry_detail(401, "", "https://ghcr.io") == "credentials rejected (HTTP 401)"
+    assert registry.registry_detail(404, "", "https://ghcr.io") == "no such tag (HTTP 404)"
+    refused = (
+        "Status code was -1 and not [200, 401, 404]: Request failed: <urlopen error https://bot:s3cret@ghcr.io/v2/>"
+    )
+    detail = registry.registry_detail(-1, refused, "https://ghcr.io")
+    assert detail.startswith("registry https://ghcr.io did not answer: Status code was -1")
+    assert "s3cret" not in detail and "bot" not in detail and "://***@ghcr.io" in detail
 
 
 stack_status = role_plugin("stack_status/filter_plugins/stack_status.py")
