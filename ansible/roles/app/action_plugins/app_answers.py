@@ -2,9 +2,9 @@
 
 The proxy names the colour it sent the request to (X-Api-Color, app_deploy's templates/nginx.conf.j2), so the answer
 says whether nginx has loaded the colour we expect, not only that something answered. One ansible.builtin.uri call
-on the host per attempt, as the task with `until` made; asks up to `retries` more times, `delay` seconds apart, until
-that colour answers. One task instead of a uri task and a set_fact: a run's time is mostly its number of task results
-(make bench-deploy). Never fails by itself and never reports a change.
+on the host per attempt, as the task with `until` made; asks up to `retries` more times, RETRY_DELAY seconds apart,
+until that colour answers. One task instead of a uri task and a set_fact: a run's time is mostly its number of task
+results (make bench-deploy). Never fails by itself and never reports a change.
 
 reply | ready_answer(color)   (the function below, unit-tested in tests/unit/test_deploy_plan.py)
     answered      200 from that colour
@@ -20,6 +20,8 @@ from typing import Any
 from ansible.plugins.action import ActionBase
 
 URI_TIMEOUT = 5
+# Seconds between two questions, as the task's `delay: 1` was.
+RETRY_DELAY = 1
 
 
 def ready_answer(reply: dict[str, Any], color: str) -> dict[str, Any]:
@@ -39,7 +41,7 @@ def ready_answer(reply: dict[str, Any], color: str) -> dict[str, Any]:
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _requires_connection = True
-    _VALID_ARGS = frozenset(("url", "color", "retries", "delay"))
+    _VALID_ARGS = frozenset(("url", "color", "retries"))
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -47,7 +49,7 @@ class ActionModule(ActionBase):
         attempts = int(args.get("retries") or 0) + 1
         for attempt in range(attempts):
             if attempt:
-                time.sleep(float(args.get("delay", 1)))
+                time.sleep(RETRY_DELAY)
             reply = self._execute_module(
                 "ansible.builtin.uri",
                 module_args={"url": args["url"], "return_content": True, "status_code": [200], "timeout": URI_TIMEOUT},

@@ -10,7 +10,7 @@ result holds only found, status and detail. Never fails by itself: the caller as
 
 bearer_challenge(www_authenticate)          the challenge's parameters, or None when it is not a Bearer challenge
 token_url(challenge, image_path)            where to ask for a pull token
-registry_detail(status, message)            what the answer means, for messages (no credentials in it)
+registry_detail(status, message, url)       what the answer means, for messages (no credentials in it)
 All three are unit-tested in tests/unit/test_deploy_plan.py.
 """
 
