@@ -6,7 +6,10 @@ Measures, on the staging stack of the testbed:
   2. the same deploy again (nothing to do);
   3. a rollback to the previous release;
   4. seconds without a 200 from /health while (1) runs, probing at 20 requests/s;
-  5. failed probe requests while a broken image (starts, never ready) is refused.
+  5. failed probe requests while a broken image (starts, never ready) is refused;
+then 1-3 again on a stack of its own, by hand: the same steps as one shell script over one SSH session
+(bench/direct.py), the floor the playbooks are compared with, and an empty play (bench/empty_play.yml: what any
+playbook run costs before its first task).
 Prints a table with the targets (issue 12: new tag <= 10 s, rerun <= 4 s, rollback <= 8 s on 2 cores; no failed probe
 and nothing unavailable), then how many tasks each run had, how much of its time they took, and its five slowest
 tasks (ansible-runner's per-task timings, scripts/playbook.py). Not a test: numbers depend on the machine (and on
@@ -17,14 +20,19 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.e2e import harness  # noqa: E402 (after the path tweak above)
+import direct  # noqa: E402 (bench/direct.py; after the path tweak above, which it needs too)
+
+from tests.e2e import harness  # noqa: E402
 
 PROBE_URL = harness.health_url("staging")
+EMPTY_PLAY = Path(__file__).with_name("empty_play.yml")
+EMPTY_PLAY_RUNS = 3
 
 
 def must(result: harness.PlaybookRun, what: str) -> harness.PlaybookRun:
@@ -57,6 +65,24 @@ def main() -> None:
     if refused.returncode == 0:
         sys.exit("bench-deploy: the broken image was deployed?!")
 
+    print("bench-deploy: an empty play, three times (bench/empty_play.yml) ...", file=sys.stderr)
+    empty_play = statistics.median(
+        must(ansible.run(str(EMPTY_PLAY)), "empty play").seconds for _ in range(EMPTY_PLAY_RUNS)
+    )
+
+    print("bench-deploy: the same steps by hand (bench/direct.py) ...", file=sys.stderr)
+    by_hand = direct.DirectStack(env, env["IMAGE_REPOSITORY"], env["PROXY_IMAGE"])
+    try:
+        by_hand.up(first)
+        if not harness.tag_in_use(second):
+            harness.forget_locally(env, second, missing_ok=True)
+        with harness.Probe(f"http://127.0.0.1:{direct.PORT}/health", rate=20) as direct_probe:
+            direct_new_tag = by_hand.deploy(second, pull=True)
+        direct_rerun = by_hand.rerun(second)
+        direct_rollback = by_hand.deploy(first, pull=False)
+    finally:
+        by_hand.down()
+
     rows = [
         ("new-tag deploy (gate + switch)", f"{new_tag.seconds:.1f} s", "<= 10 s", new_tag.seconds <= 10),
         (
@@ -85,6 +111,21 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, value, target, met in rows:
         print(f"| {name} | {value} | {target} | {'yes' if met else 'NO'} |")
+    print("\nBeside the direct path: the same steps as one shell script over one SSH session (bench/direct.py)\n")
+    print("| measure | ansible-playbook | direct | ratio |")
+    print("|---|---|---|---|")
+    for name, playbook_run, by_hand_seconds in (
+        ("new-tag deploy", new_tag, direct_new_tag),
+        ("no-change rerun", rerun, direct_rerun),
+        ("rollback to previous", rollback, direct_rollback),
+    ):
+        ratio = playbook_run.seconds / by_hand_seconds
+        print(f"| {name} | {playbook_run.seconds:.1f} s | {by_hand_seconds:.1f} s | {ratio:.1f} x |")
+    print(f"| empty play (start, connection, facts; median of {EMPTY_PLAY_RUNS}) | {empty_play:.1f} s | | |")
+    print(
+        f"| unavailable during the direct new-tag deploy | | {direct_probe.unavailable_seconds:.2f} s "
+        f"({direct_probe.failures}/{len(direct_probe.results)} failed) | |"
+    )
     print_slowest_tasks(
         {"new-tag deploy": new_tag, "no-change rerun": rerun, "rollback": rollback, "broken deploy": refused}
     )

@@ -37,30 +37,42 @@ PROXY_PORT = DEFAULTS["app_deploy_proxy_container_port"]
 STACKS = {"staging": 18001, "production": 18000}
 
 
-def render(env: str, port: int, image_repository: str, image_tag: str, app_dir: Path, proxy_image: str,
-           **extra) -> Path:  # fmt: skip
-    """Render compose.yml and proxy/nginx.conf as the role does after a first deploy: the proxy and api-blue."""
+def stack_files(env: str, port: int, project: str, image_repository: str, app_dir: str, proxy_image: str,
+                slots: dict[str, dict[str, str]], live_color: str, **extra) -> dict[str, str]:  # fmt: skip
+    """compose.yml and proxy/nginx.conf ({path under app_dir: text}) as the role renders them for the api colours in
+    slots ({colour: {"tag": ..., "release": ...}}), the proxy sending to live_color. app_dir: the stack's directory
+    on the host that runs it. Also used by bench/direct.py."""
     # YAML and nginx syntax, not HTML: no autoescaping (Ansible's template module does not escape either).
     jinja = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)  # noqa: S701
     variables = dict(
         DEFAULTS,
         app_env=env,
-        app_deploy_compose_project=f"imgtest-{env}",
+        app_deploy_compose_project=project,
         app_deploy_port=port,
-        app_deploy_dir=str(app_dir),
+        app_deploy_dir=app_dir,
         app_deploy_proxy_image=proxy_image,
         image_repository=image_repository,
-        app_slots={"blue": {"tag": image_tag, "release": f"20260101T000000Z-{image_tag}"}},
-        live_color="blue",
-        app_deploy_env_file=str(app_dir / f".env.{env}"),
+        app_slots=slots,
+        live_color=live_color,
+        app_deploy_env_file=f"{app_dir}/.env.{env}",
         **extra,
     )
+    return {
+        "proxy/nginx.conf": jinja.from_string((TEMPLATES / "nginx.conf.j2").read_text()).render(variables),
+        "compose.yml": jinja.from_string((TEMPLATES / "compose.yml.j2").read_text()).render(variables),
+    }
+
+
+def render(env: str, port: int, image_repository: str, image_tag: str, app_dir: Path, proxy_image: str,
+           **extra) -> Path:  # fmt: skip
+    """Render compose.yml and proxy/nginx.conf as the role does after a first deploy: the proxy and api-blue."""
+    slots = {"blue": {"tag": image_tag, "release": f"20260101T000000Z-{image_tag}"}}
+    project = f"imgtest-{env}"
+    files = stack_files(env, port, project, image_repository, str(app_dir), proxy_image, slots, "blue", **extra)
     (app_dir / "proxy").mkdir(exist_ok=True)
-    conf = jinja.from_string((TEMPLATES / "nginx.conf.j2").read_text()).render(variables)
-    (app_dir / "proxy" / "nginx.conf").write_text(conf)
-    path = app_dir / "compose.yml"
-    path.write_text(jinja.from_string((TEMPLATES / "compose.yml.j2").read_text()).render(variables))
-    return path
+    for name, text in files.items():
+        (app_dir / name).write_text(text)
+    return app_dir / "compose.yml"
 
 
 class Stack:
