@@ -42,6 +42,12 @@ def must(result: harness.PlaybookRun, what: str) -> harness.PlaybookRun:
     return result
 
 
+def forget_unless_in_use(env: dict[str, str], tag: str) -> None:
+    """A new tag is never on the Mac before its deploy: measure the pull too, whatever earlier runs left here."""
+    if not harness.tag_in_use(tag):
+        harness.forget_locally(env, tag, missing_ok=True)
+
+
 def main() -> None:
     env = harness.testbed_up()
     print("bench-deploy: building images (scripts/build-push.sh) ...", file=sys.stderr)
@@ -51,9 +57,7 @@ def main() -> None:
 
     print("bench-deploy: warm-up: staging serves the first release ...", file=sys.stderr)
     must(ansible.deploy("staging", first), "warm-up deploy")
-    # A new tag is never on the Mac before its deploy: measure the pull too, whatever earlier runs left here.
-    if not harness.tag_in_use(second):
-        harness.forget_locally(env, second, missing_ok=True)
+    forget_unless_in_use(env, second)
 
     print("bench-deploy: measuring ...", file=sys.stderr)
     with harness.Probe(PROBE_URL, rate=20) as good_probe:
@@ -74,8 +78,7 @@ def main() -> None:
     by_hand = direct.DirectStack(env, env["IMAGE_REPOSITORY"], env["PROXY_IMAGE"])
     try:
         by_hand.up(first)
-        if not harness.tag_in_use(second):
-            harness.forget_locally(env, second, missing_ok=True)
+        forget_unless_in_use(env, second)
         with harness.Probe(f"http://127.0.0.1:{direct.PORT}/health", rate=20) as direct_probe:
             direct_new_tag = by_hand.deploy(second, pull=True)
         direct_rerun = by_hand.rerun(second)

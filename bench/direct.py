@@ -36,7 +36,7 @@ from tests.image.test_compose_stacks import DEFAULTS, stack_files
 PROJECT = "llm-benchdirect"
 PORT = 18101
 ENV_NAME = "staging"  # the settings the stack runs with (APP_ENV)
-HOST_DIR = "/home/deploy/bench-direct"
+HOST_DIR = str(harness.DEPLOY_HOME.parent / "bench-direct")  # beside app_root, in the deploy user's home
 DOCKER_CONFIG = f"{harness.DEPLOY_HOME}/docker-config"  # app_docker_config_dir: where the role logs in
 GATE_TIMEOUT = 60  # seconds, for each wait of the gate
 
