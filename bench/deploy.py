@@ -8,12 +8,12 @@ Measures, on the staging stack of the testbed:
   4. seconds without a 200 from /health while (1) runs, probing at 20 requests/s;
   5. failed probe requests while a broken image (starts, never ready) is refused;
 then 1-3 again on a stack of its own, by hand: the same steps as one shell script over one SSH session
-(bench/direct.py), the floor the playbooks are compared with, and an empty play (bench/empty_play.yml: what any
-playbook run costs before its first task).
+(bench/direct.py), and what ansible-playbook costs here before any task's own work (bench/floor.py: an empty play,
+and what one task result adds), which gives each run's floor with its current task list.
 Prints a table with the targets (issue 12: new tag <= 10 s, rerun <= 4 s, rollback <= 8 s on 2 cores; no failed probe
-and nothing unavailable), then how many tasks each run had, how much of its time they took, and its five slowest
-tasks (ansible-runner's per-task timings, scripts/playbook.py). Not a test: numbers depend on the machine (and on
-whatever else runs on it); nothing here asserts.
+and nothing unavailable), the direct path and the floor beside each run, then how many tasks each run had, how much
+of its time they took, and its five slowest tasks (ansible-runner's per-task timings, scripts/playbook.py).
+Not a test: numbers depend on the machine (and on whatever else runs on it); nothing here asserts.
 """
 
 from __future__ import annotations
@@ -27,12 +27,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import direct  # noqa: E402 (bench/direct.py; after the path tweak above, which it needs too)
+import floor  # noqa: E402 (bench/floor.py, likewise)
 
 from tests.e2e import harness  # noqa: E402
 
 PROBE_URL = harness.health_url("staging")
-EMPTY_PLAY = Path(__file__).with_name("empty_play.yml")
-EMPTY_PLAY_RUNS = 3
 
 
 def must(result: harness.PlaybookRun, what: str) -> harness.PlaybookRun:
@@ -69,14 +68,10 @@ def main() -> None:
     if refused.returncode == 0:
         sys.exit("bench-deploy: the broken image was deployed?!")
 
-    print("bench-deploy: an empty play, three times (bench/empty_play.yml) ...", file=sys.stderr)
-    empty_play = statistics.median(
-        must(ansible.run(str(EMPTY_PLAY)), "empty play").seconds for _ in range(EMPTY_PLAY_RUNS)
-    )
-
     print("bench-deploy: the same steps by hand (bench/direct.py) ...", file=sys.stderr)
     by_hand = direct.DirectStack(env, env["IMAGE_REPOSITORY"], env["PROXY_IMAGE"])
     try:
+        ssh_session = statistics.median(by_hand.ssh(":") for _ in range(floor.RUNS))
         by_hand.up(first)
         forget_unless_in_use(env, second)
         with harness.Probe(f"http://127.0.0.1:{direct.PORT}/health", rate=20) as direct_probe:
@@ -85,6 +80,9 @@ def main() -> None:
         direct_rollback = by_hand.deploy(first, pull=False)
     finally:
         by_hand.down()
+
+    print(f"bench-deploy: ansible-playbook's own costs, {floor.RUNS} runs a play (bench/floor.py) ...", file=sys.stderr)
+    costs = floor.measure(ansible, ssh_session)
 
     rows = [
         ("new-tag deploy (gate + switch)", f"{new_tag.seconds:.1f} s", "<= 10 s", new_tag.seconds <= 10),
@@ -114,21 +112,32 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, value, target, met in rows:
         print(f"| {name} | {value} | {target} | {'yes' if met else 'NO'} |")
-    print("\nBeside the direct path: the same steps as one shell script over one SSH session (bench/direct.py)\n")
-    print("| measure | ansible-playbook | direct | ratio |")
-    print("|---|---|---|---|")
+    print("\nBeside the direct path (the same steps as one shell script over one SSH session, bench/direct.py) and the")
+    print("floor (bench/floor.py: the empty play + each task result at its kind's cost + the direct path's work)\n")
+    print("| measure | ansible-playbook | direct | ratio | task results (controller-only + module) | floor |")
+    print("|---|---|---|---|---|---|")
     for name, playbook_run, by_hand_seconds in (
         ("new-tag deploy", new_tag, direct_new_tag),
         ("no-change rerun", rerun, direct_rerun),
         ("rollback to previous", rollback, direct_rollback),
     ):
         ratio = playbook_run.seconds / by_hand_seconds
-        print(f"| {name} | {playbook_run.seconds:.1f} s | {by_hand_seconds:.1f} s | {ratio:.1f} x |")
-    print(f"| empty play (start, connection, facts; median of {EMPTY_PLAY_RUNS}) | {empty_play:.1f} s | | |")
+        controller, module = floor.task_kinds(playbook_run)
+        print(
+            f"| {name} | {playbook_run.seconds:.1f} s | {by_hand_seconds:.1f} s | {ratio:.1f} x "
+            f"| {controller} + {module} | {floor.floor(costs, playbook_run, by_hand_seconds):.1f} s |"
+        )
     print(
         f"| unavailable during the direct new-tag deploy | | {direct_probe.unavailable_seconds:.2f} s "
-        f"({direct_probe.failures}/{len(direct_probe.results)} failed) | |"
+        f"({direct_probe.failures}/{len(direct_probe.results)} failed) | | | |"
     )
+    print(f"\nansible-playbook's own costs here (bench/floor.py, median of {floor.RUNS} runs of each play)\n")
+    print("| cost | seconds |")
+    print("|---|---|")
+    print(f"| empty play (start, Mitogen connection, facts) | {costs.empty:.2f} |")
+    print(f"| one controller-only task result (an assert) | {costs.controller_task:.3f} |")
+    print(f"| one module task result (a ping) | {costs.module_task:.3f} |")
+    print(f"| an empty SSH session (left out of the direct path's work) | {costs.ssh_session:.2f} |")
     print_slowest_tasks(
         {"new-tag deploy": new_tag, "no-change rerun": rerun, "rollback": rollback, "broken deploy": refused}
     )

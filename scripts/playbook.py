@@ -93,6 +93,7 @@ class TaskResult:
     status: str  # ok | changed | failed | unreachable | skipped | ignored (failed with ignore_errors)
     seconds: float
     message: str = ""  # for failed, unreachable and ignored results: what the task said
+    action: str = ""  # the action that ran, as Ansible resolved it: "ansible.builtin.assert", "app_live", ...
 
     @classmethod
     def from_event(cls, event: Event) -> TaskResult | None:
@@ -113,6 +114,7 @@ class TaskResult:
             status=status,
             seconds=float(data.get("duration") or 0.0),
             message=_message(res) if status in ("failed", "unreachable", "ignored") else "",
+            action=data.get("task_action") or "",
         )
 
 

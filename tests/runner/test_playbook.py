@@ -96,7 +96,14 @@ def test_a_failing_task_is_named_with_its_message(artifacts):
     result = run("fail.yml", artifacts=artifacts)
     assert (result.status, result.rc) == ("failed", 2)
     assert result.failures == [
-        TaskResult(HOST, "Break here", "failed", result.failures[0].seconds, "the broken thing: its reason")
+        TaskResult(
+            HOST,
+            "Break here",
+            "failed",
+            result.failures[0].seconds,
+            "the broken thing: its reason",
+            "ansible.builtin.fail",
+        )
     ]
     # An ignored failure is not a failure of the run; the task after the failure never ran.
     assert [(task.task, task.status) for task in result.tasks] == [
