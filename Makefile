@@ -15,6 +15,7 @@ export ANSIBLE_CONFIG := $(abspath ansible/ansible.cfg)
 ENV         ?= local
 STACK       ?=
 IMAGE_TAG   ?=
+SETUP_ARGS  ?=
 PLAYBOOK_ARGS = -i inventories/$(ENV) $(if $(STACK),-e app_env=$(STACK))
 # Playbooks run through ansible-runner (scripts/playbook.py): ansible-playbook's output and exit code, plus the run's
 # events and stats in .artifacts/ansible/<ident>/. PROGRESS=1: one line per task instead of ansible's output;
@@ -73,6 +74,11 @@ test: lint test-unit test-image test-molecule test-e2e ## Everything CI runs (in
 .PHONY: image
 image: testbed-up ## Build the service image and push :sha-<hash> (+ :staging) to the testbed registry
 	bash scripts/build-push.sh
+
+.PHONY: setup
+setup: venv ## Set ENV's Mac up once (ansible/setup.yml as its admin account; asks for the password unless MAC_ADMIN_PASSWORD is set)
+	@if [[ -z "$${MAC_ADMIN_PASSWORD+set}" ]]; then read -rsp "Password of the Mac's admin account (sudo): " MAC_ADMIN_PASSWORD \
+	    && echo >&2; fi; export MAC_ADMIN_PASSWORD; $(PLAYBOOK) ansible/setup.yml -i inventories/$(ENV) $(SETUP_ARGS)
 
 .PHONY: deploy
 deploy: venv ## Deploy IMAGE_TAG with ansible/deploy.yml to ENV (staging|production|local+STACK)

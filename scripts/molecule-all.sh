@@ -3,9 +3,9 @@
 # the testbed (settings: .config/molecule/config.yml). Fails if any scenario fails, or if a converge matched no
 # host (a scenario that silently ran against nothing would otherwise "pass").
 #
-# Exports for the scenarios: REGISTRY_USERNAME / REGISTRY_PASSWORD (from the testbed's 0600 file, into the
-# environment only), MOLECULE_IMAGE_TAG (this tree's image, built and pushed by scripts/build-push.sh) and
-# MOLECULE_BASE_IMAGE. Usage: scripts/molecule-all.sh [role ...]
+# Exports for the scenarios: REGISTRY_USERNAME / REGISTRY_PASSWORD, MAC_ADMIN_PASSWORD and
+# CLOUDFLARED_TUNNEL_CREDENTIALS (from the testbed's 0600 files, into the environment only), MOLECULE_IMAGE_TAG
+# (this tree's image, built and pushed by scripts/build-push.sh) and MOLECULE_BASE_IMAGE. Usage: scripts/molecule-all.sh [role ...]
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -18,6 +18,10 @@ source .testbed/env
 export TESTBED_DIR REGISTRY_USERNAME="$REGISTRY_USER" MOLECULE_BASE_IMAGE="$BASE_IMAGE"
 REGISTRY_PASSWORD=$(<"$REGISTRY_PASSWORD_FILE")
 export REGISTRY_PASSWORD
+# Set-up's secrets, as make setup takes them: the admin account's sudo password and the tunnel's credentials.
+MAC_ADMIN_PASSWORD=$(<"$ADMIN_PASSWORD_FILE")
+CLOUDFLARED_TUNNEL_CREDENTIALS=$(<"$CLOUDFLARED_CREDENTIALS_FILE")
+export MAC_ADMIN_PASSWORD CLOUDFLARED_TUNNEL_CREDENTIALS
 
 echo "[molecule-all] building and pushing this tree's image (scripts/build-push.sh)" >&2
 MOLECULE_IMAGE_TAG=$(bash scripts/build-push.sh | sed -n 's/^IMAGE_TAG=//p')

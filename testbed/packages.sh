@@ -9,4 +9,4 @@ TESTBED_ENGINE_PACKAGE=docker.io
 TESTBED_PACKAGES=(docker-registry openssh-server debootstrap apache2-utils
     python3-requests python3-docker) # the last two: community.docker modules on the "Mac" (deploy user)
 # Tools most machines have anyway: installed when missing, never purged.
-TESTBED_TOOLS=(openssh-client curl iproute2)
+TESTBED_TOOLS=(openssh-client curl iproute2 sudo) # sudo: the admin account make setup becomes root with

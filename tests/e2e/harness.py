@@ -71,7 +71,7 @@ CLOUDFLARED_USER_CONFIG = Path("/home/deploy/.cloudflared/config.yml")
 
 def install_cloudflared_config(text: str) -> None:
     """Put the testbed's cloudflared config where a Mac user's cloudflared keeps it (~/.cloudflared/config.yml,
-    one of the paths the cloudflared_check role reads). The testbed's own copy sits in the root-only .testbed."""
+    where the testbed inventory points the cloudflared role). The testbed's own copy sits in the root-only .testbed."""
     CLOUDFLARED_USER_CONFIG.parent.mkdir(mode=0o755, exist_ok=True)
     CLOUDFLARED_USER_CONFIG.write_text(text)
     CLOUDFLARED_USER_CONFIG.chmod(0o644)

@@ -1,6 +1,6 @@
-"""The embedding model end to end: an inventory variable (app_embed_model_name) reaches the env file, ollama_check
-requires Ollama to have it (and pulls it with ollama_check_pull=true), /ready requires it, verify reports it, and a
-retrieval lookup through the deployed stack's proxy gets vectors with the official ollama client."""
+"""The embedding model end to end: an inventory variable (app_embed_model_name) reaches the env file, the ollama
+role's check requires Ollama to have it (and pulls it with ollama_pull=true), /ready requires it, verify reports it,
+and a retrieval lookup through the deployed stack's proxy gets vectors with the official ollama client."""
 
 from __future__ import annotations
 
@@ -37,11 +37,9 @@ def test_the_embedding_model_is_pulled_checked_served_and_reported(
     ansible, images, testbed, without_the_embedding_model_afterwards
 ):
     harness.double(testbed, "reset")  # Ollama without the model, and no requests recorded yet
-    deploy = ansible.deploy(
-        "staging", images.first, "-e", f"app_embed_model_name={EMBED}", "-e", "ollama_check_pull=true"
-    )
+    deploy = ansible.deploy("staging", images.first, "-e", f"app_embed_model_name={EMBED}", "-e", "ollama_pull=true")
     assert deploy.returncode == 0, deploy.output[-4000:]
-    # ollama_check pulled it (POST /api/pull reached Ollama), and the new settings were a cut-over to a gated colour.
+    # The ollama check pulled it (POST /api/pull reached Ollama); the new settings were a cut-over to a gated colour.
     pulls = harness.double_requests(testbed, "/api/pull")
     assert [r["body"]["model"] for r in pulls] == [EMBED]
     assert f"EMBED_MODEL_NAME={EMBED}" in (DEPLOY_HOME / "staging" / ".env.staging").read_text()

@@ -593,7 +593,7 @@ class _App:
 
     async def _management(self, method: str, path: str, body: Any, out: _Responder) -> None:
         # Present so a test can prove the service never forwards them. A pull makes the model "pulled" (listed by
-        # /api/tags from then on), as Ollama's does (the deploy's ollama_check_pull relies on it); the others
+        # /api/tags from then on), as Ollama's does (the deploy's ollama_pull relies on it); the others
         # change nothing here.
         if path in ("/api/copy", "/api/delete") or path.startswith("/api/blobs/"):
             await out.json(200 if method != "POST" or path == "/api/copy" else 201, {})

@@ -1,4 +1,4 @@
-"""The host checks' verdicts (the action plugins of host_checks, ollama_check and cloudflared_check), case by case.
+"""The host checks' verdicts (the check actions of the docker_runtime, ollama and cloudflared roles), case by case.
 
 These are the functions the actions call, imported from their role directories; the module calls around them run
 for real in molecule (each role's scenario) and in the e2e tier (tests/e2e/test_04_preconditions.py, test_07).
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from tests.role_plugins import role_plugin
 
-host = role_plugin("host_checks/action_plugins/host_checks.py")
-ollama = role_plugin("ollama_check/action_plugins/ollama_check.py")
-cloudflared = role_plugin("cloudflared_check/action_plugins/cloudflared_check.py")
+host = role_plugin("docker_runtime/action_plugins/docker_runtime_check.py")
+ollama = role_plugin("ollama/action_plugins/ollama_check.py")
+cloudflared = role_plugin("cloudflared/action_plugins/cloudflared_check.py")
 
 SETTINGS = {
     "docker_host": "unix:///var/run/docker.sock",
@@ -84,18 +84,18 @@ def test_free_space_is_the_fourth_column_of_dfs_last_line():
 
 def test_ollama_is_asked_where_the_containers_reach_it():
     bridge = {"network": {"IPAM": {"Config": [{"Subnet": "172.17.0.0/16", "Gateway": "172.17.0.1"}]}}}
-    assert ollama.ollama_check_address(bridge, "", 11434, "Linux") == "http://172.17.0.1:11434"
+    assert ollama.ollama_address(bridge, "", 11434, "Linux") == "http://172.17.0.1:11434"
     # Debian's engine 20.10 leaves the gateway out: the subnet's first address.
     old_engine = {"network": {"IPAM": {"Config": [{"Subnet": "172.30.0.0/16"}]}}}
-    assert ollama.ollama_check_address(old_engine, "", 11434, "Linux") == "http://172.30.0.1:11434"
-    assert ollama.ollama_check_address({}, "", 11434, "Darwin") == "http://127.0.0.1:11434"
-    assert ollama.ollama_check_address(bridge, "http://ollama.lan:11434", 11434, "Linux") == "http://ollama.lan:11434"
+    assert ollama.ollama_address(old_engine, "", 11434, "Linux") == "http://172.30.0.1:11434"
+    assert ollama.ollama_address({}, "", 11434, "Darwin") == "http://127.0.0.1:11434"
+    assert ollama.ollama_address(bridge, "http://ollama.lan:11434", 11434, "Linux") == "http://ollama.lan:11434"
 
 
 def test_models_ollama_lacks_an_untagged_name_meaning_latest():
     present = ["llama3.2:1b", "nomic-embed-text:latest"]
-    assert ollama.ollama_check_missing(["llama3.2:1b", "nomic-embed-text"], present) == []
-    assert ollama.ollama_check_missing(["llama3.2:3b", "all-minilm"], present) == ["llama3.2:3b", "all-minilm"]
+    assert ollama.ollama_missing(["llama3.2:1b", "nomic-embed-text"], present) == []
+    assert ollama.ollama_missing(["llama3.2:3b", "all-minilm"], present) == ["llama3.2:3b", "all-minilm"]
 
 
 def test_missing_models_are_named_with_what_ollama_has():
