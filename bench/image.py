@@ -8,7 +8,7 @@ does (scripts/build-push.sh, PUSH=0: no registry traffic) and then, N times (--r
   * start -> healthy: until Docker itself reports the container healthy, with the healthcheck interval of the
     staging/production compose template (1 s). Docker runs the first probe one interval after start, so this
     cannot drop below ~1 s; it is the figure `docker compose up --wait` and the deploy see.
-Targets (issue 3): <= 60 MB over the base image, <= 2 s to healthy. Results also go to bench/results/image.json.
+Targets: <= 60 MB over the base image, <= 2 s to healthy. Results also go to bench/results/image.json.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ the Ollama double and every gateway in front of it (bench/peers.py), then sends 
 
 The OpenAI chat-completions route is the one every gateway serves, so the targets are judged there; Ollama's own
 /api/chat is measured too for the gateways that serve it. Every row prints the service's ratio to nginx and to
-LiteLLM; a peer that could not be installed or started prints why. The targets (issue 15) are judged from this
-one run and printed met / missed. Variants of the service (httpx over aiohttp, scratch copies, settings: `--variant`)
-get their own table of the CPU rows from the same run.
+LiteLLM; a peer that could not be installed or started prints why. The targets (TARGET_* below; in words:
+docs/performance.md) are judged from this one run and printed met / missed. Variants of the service (httpx over
+aiohttp, scratch copies, settings: `--variant`) get their own table of the CPU rows from the same run.
 
 On 2 cores the load generator (wrk, C), the gateway and the double share the CPUs, so req/s and latency move with
 anything else on the machine; CPU per request read from /proc moves far less, which is why the targets are ratios.
@@ -58,7 +58,7 @@ SERVICE = "service"  # the shipped service's column
 LITELLM = "LiteLLM"
 # Built-in variant: the service with httpx.AsyncClient over httpx-aiohttp (bench/service_variant.py).
 HTTPX_VARIANT = "service, httpx-aiohttp client: app=service_variant:app BENCH_UPSTREAM_CLIENT=httpx-aiohttp"
-# What the request policy for the shared Ollama costs (issue 11): on with nothing to replace (the body is forwarded as
+# What the request policy for the shared Ollama costs: on with nothing to replace (the body is forwarded as
 # received), and rewriting the keep_alive and options.num_ctx a client sent.
 POLICY = "KEEP_ALIVE=30m NUM_CTX=8192 MAX_PREDICT=512"
 POLICY_VARIANTS = (
@@ -66,7 +66,8 @@ POLICY_VARIANTS = (
     f"""request policy on, rewriting 2 fields: {POLICY} body.keep_alive=0 'body.options={{"num_ctx": 2048}}'""",
 )
 
-# Issue 15's targets, judged from one run.
+# The service's performance targets, judged from one run: what it may add over the double (p50, p99), its CPU beside
+# nginx's (per request, per chunk), its throughput and CPU beside LiteLLM's, first byte, transit, disconnect.
 TARGET_ADDED_P50_MS = 0.25
 TARGET_ADDED_P99_MS = 1.0
 TARGET_CPU_VS_NGINX = 6.0
@@ -738,7 +739,7 @@ def print_side_by_side(res: Results, gateways: dict[str, Gateway]) -> None:
 
 
 def judge(res: Results) -> list[tuple[str, str, bool | None]]:
-    """(target, what was measured, met) for each of issue 15's targets; met None when it could not be judged."""
+    """(target, what was measured, met) for each TARGET_*; met None when it could not be judged."""
 
     def v(key: str, name: str) -> float:
         return next((shown(r, res, name) for r in ROWS if r.key == key), float("nan"))
@@ -978,7 +979,7 @@ def main() -> int:
     print("load generator: wrk; CPU: the gateway's whole process tree from /proc; latency rows show what each "
           f"gateway adds over direct{rounds}\n")  # fmt: skip
     print_side_by_side(res, gateways)
-    print("\n**Targets** (issue 15, judged from this run)\n")
+    print("\n**Targets** (judged from this run)\n")
     print("| target | measured | met |\n|---|---|---|")
     for target, measured, ok in judge(res):
         print(f"| {target} | {measured} | {'met' if ok else 'not judged' if ok is None else '**missed**'} |")

@@ -4,8 +4,8 @@
 (service/app/main.py) and replaces only its client to Ollama, chosen by BENCH_UPSTREAM_CLIENT:
 
   httpx-aiohttp  httpx.AsyncClient over httpx-aiohttp's AiohttpTransport, which drives the service's own tuned
-                 aiohttp session (http_client.open_session): the httpx API on aiohttp's pool. This is what issue 15
-                 asks to measure against the shipped aiohttp client (adopt httpx if <= 10 % more CPU per request).
+                 aiohttp session (http_client.open_session): the httpx API on aiohttp's pool, measured against the
+                 shipped aiohttp client (adopt httpx if <= 10 % more CPU per request).
   httpx          httpx.AsyncClient with its own httpcore pool, the client that collapsed at 32 concurrent requests
                  (encode/httpx#3215); for reference.
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Make this machine look brand-new to the testbed, then (with --run) rehearse CI on it: `bash .ci/run` in a fresh
 # clone, timed. A green run on a machine where an earlier testbed left a user, an engine or caches proves less than
-# one on a new machine (README, "Tests": rehearse a fresh machine).
+# one on a new machine (docs/testing.md, "Rehearse a fresh machine").
 #
 #   bash testbed/fresh.sh [--packages] [--run]
 #

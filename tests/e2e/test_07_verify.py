@@ -26,7 +26,7 @@ def test_verify_reports_both_stacks_healthy_and_changes_nothing(ansible):
 
 
 def test_the_playbooks_run_without_mitogen_too(ansible):
-    # The README's opt-out: ANSIBLE_STRATEGY=linear runs the same playbooks with Ansible's own strategy.
+    # docs/deploy.md's opt-out: ANSIBLE_STRATEGY=linear runs the same playbooks with Ansible's own strategy.
     result = ansible.run("verify.yml", env={**ansible.base_env, "ANSIBLE_STRATEGY": "linear"})
     assert result.returncode == 0, result.output[-4000:]
     assert "All checks passed" in result.output

@@ -1,7 +1,7 @@
 """A reboot of the Mac: the Docker engine stops and starts under both stacks, while the deploy user and its files
 stay. Both stacks must serve their releases again by themselves (compose's `restart: always`), through their
 proxies, from the colour each proxy's file names, within ENGINE_RESTART_BOUND seconds of the engine answering
-(the README states this bound).
+(docs/testing.md states this bound).
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from tests.e2e import harness
 
-# What the testbed serves on loopback (README "The testbed"): registry, the "Mac Mini"'s sshd, Ollama, cloudflared.
+# What the testbed serves on loopback (docs/testbed.md, "The testbed"): registry, the "Mac Mini"'s sshd, Ollama,
+# cloudflared.
 TESTBED_PORTS = {"registry": 5000, "sshd": 2222, "Ollama double": 11434, "cloudflared stand-in": 20241}
 
 

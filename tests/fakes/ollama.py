@@ -2,7 +2,7 @@
 
 Used by the service tests (in-process, :class:`OllamaDouble`), by the testbed and the demo (standalone,
 ``python -m tests.fakes.ollama --port 11434 --model llama3.2:1b``) and by ``bench/service.py``.
-The contract other parts rely on is written down in the README section "Ollama double" and summarised here:
+The contract other parts rely on is this docstring (docs/testbed.md, "The Ollama double", points here):
 
 * Generation routes (``/api/chat``, ``/api/generate``, ``/v1/chat/completions``) produce ``token_count``
   deterministic tokens ("tok0", " tok1", ...; see :func:`expected_text`) after ``first_token_delay`` seconds

@@ -1,4 +1,4 @@
-"""The testbed keeps its contract (README "The testbed"): what the Ansible tests, the demo and CI rely on.
+"""The testbed keeps its contract (docs/testbed.md, "The testbed"): what the Ansible tests, the demo and CI rely on.
 
 Read-only against the shared testbed (a deploy may run on it meanwhile); the negative checks of the helpers
 (cloudflared stand-in states, the TCP forwarder) run on private instances on ephemeral loopback ports.

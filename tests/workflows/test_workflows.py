@@ -3,7 +3,7 @@
 Every `run:` step is read; `make` calls are expanded with `make -n` (the real recipe, not a copy of
 it), and every resulting playbook command (`python -m scripts.playbook PLAYBOOK ARGS`, read with that module's
 own parser, or a bare `ansible-playbook`) must name an existing playbook and inventory and pass only variables
-that the playbook's roles declare. Secrets and variables must be documented in the README table, deploy jobs
+that the playbook's roles declare. Secrets and variables must be documented in docs/ci-cd.md's table, deploy jobs
 must sit behind their GitHub Environment, and third-party actions must be pinned. Local composite actions
 (.github/actions/<name>) are read as part of the job that uses them: their steps are checked the same way.
 """
@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from scripts.playbook import ARTIFACTS, parse_cli
+from tests.makefile import make_targets
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -28,6 +29,7 @@ PINNED = re.compile(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}")
 # Values a workflow expression would supply at run time; only their shape matters to the expansion.
 EXPRESSION_SAMPLES = {"IMAGE_TAG": "sha-0123abc", "TARGET_ENV": "staging"}
 AUTOMATIC_SECRETS = {"GITHUB_TOKEN"}  # created by GitHub for every run
+CI_DOC = "docs/ci-cd.md"  # its "Secrets and variables" table documents every secret and variable the workflows read
 
 
 def load(path: Path) -> dict:
@@ -76,11 +78,6 @@ def run_commands(workflow: dict):
                 continue
             filled = re.sub(r"\$\{?([A-Z_]+)\}?", lambda m, env=env: env.get(m.group(1), m.group(0)), line)
             yield job_name, step, filled
-
-
-def make_targets() -> set[str]:
-    text = (ROOT / "Makefile").read_text()
-    return set(re.findall(r"^([a-zA-Z0-9_.-]+):(?!=)", text, flags=re.M))
 
 
 def expand_make(argv: list[str]) -> list[list[str]]:
@@ -198,10 +195,10 @@ def test_accepted_variables_is_not_a_blank_cheque():
     assert "imagetag" not in accepted and "image_tags" not in accepted
 
 
-def readme_table_names() -> set[str]:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Secrets and variables", 1)
-    assert len(section) == 2, "README.md needs a '## Secrets and variables' section"
+def documented_names() -> set[str]:
+    doc = (ROOT / CI_DOC).read_text()
+    section = doc.split("## Secrets and variables", 1)
+    assert len(section) == 2, f"{CI_DOC} needs a '## Secrets and variables' section"
     body = section[1].split("\n## ", 1)[0]
     return set(re.findall(r"^\|\s*`([A-Z][A-Z0-9_]+)`", body, flags=re.M))
 
@@ -241,8 +238,8 @@ def test_deploy_workflows_call_ansible():
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_every_secret_and_variable_is_documented(path):
     used = set(re.findall(r"\$\{\{\s*(?:secrets|vars)\.([A-Z0-9_]+)", path.read_text())) - AUTOMATIC_SECRETS
-    missing = used - readme_table_names()
-    assert not missing, f"{path.name} uses {sorted(missing)} but README's secrets/variables table lacks them"
+    missing = used - documented_names()
+    assert not missing, f"{path.name} uses {sorted(missing)} but {CI_DOC}'s secrets/variables table lacks them"
 
 
 def test_production_deploy_waits_for_the_environment_gate():
