@@ -76,9 +76,8 @@ image: testbed-up ## Build the service image and push :sha-<hash> (+ :staging) t
 	bash scripts/build-push.sh
 
 .PHONY: setup
-setup: venv ## Set ENV's Mac up once (ansible/setup.yml as its admin account; asks for the password unless MAC_ADMIN_PASSWORD is set)
-	@if [[ -z "$${MAC_ADMIN_PASSWORD+set}" ]]; then read -rsp "Password of the Mac's admin account (sudo): " MAC_ADMIN_PASSWORD \
-	    && echo >&2; fi; export MAC_ADMIN_PASSWORD; $(PLAYBOOK) ansible/setup.yml -i inventories/$(ENV) $(SETUP_ARGS)
+setup: venv ## Set ENV's Mac up (ansible/setup.yml as its admin account; asks for its password unless MAC_ADMIN_PASSWORD is set)
+	$(PLAYBOOK) --ask-env MAC_ADMIN_PASSWORD ansible/setup.yml -i inventories/$(ENV) $(SETUP_ARGS)
 
 .PHONY: deploy
 deploy: venv ## Deploy IMAGE_TAG with ansible/deploy.yml to ENV (staging|production|local+STACK)

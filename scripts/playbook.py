@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import ctypes
 import fcntl
+import getpass
 import json
 import os
 import re
@@ -441,6 +442,26 @@ def files_containing(secret: str, *roots: Path) -> list[Path]:
     return [path for path in artifact_files(*roots) if any(form in path.read_bytes() for form in forms)]
 
 
+def with_asked_secrets(
+    environ: Mapping[str, str],
+    names: list[str],
+    ask: Callable[[str], str] = getpass.getpass,
+    interactive: bool | None = None,
+) -> dict[str, str]:
+    """environ plus each of names that it lacks, asked for with `ask` (getpass: not echoed). A name that is set,
+    even to '', is taken as it is (e.g. a passwordless sudo). Without a terminal to ask on, a missing one is a
+    ValueError naming it."""
+    env = dict(environ)
+    interactive = sys.stdin.isatty() if interactive is None else interactive
+    for name in names:
+        if name in env:
+            continue
+        if not interactive:
+            raise ValueError(f"{name} is not set and there is no terminal to ask for it on")
+        env[name] = ask(f"{name}: ")
+    return env
+
+
 def parse_cli(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m scripts.playbook",
@@ -450,6 +471,14 @@ def parse_cli(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--progress", action="store_true", help="one line per task result instead of ansible's output")
     parser.add_argument("--ident", help="name of the run's artifacts directory (default: time, playbook, random)")
     parser.add_argument("--artifacts", type=Path, default=ARTIFACTS, help="where the run's directory goes")
+    parser.add_argument(
+        "--ask-env",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="a secret the playbook reads from its environment: asked for on the terminal (not echoed) unless NAME is "
+        "set; never on a command line or in a file",
+    )
     parser.add_argument("playbook", help="e.g. ansible/deploy.yml")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="ansible-playbook's arguments (-i, -e, -v, ...)")
     return parser.parse_args(argv)
@@ -460,6 +489,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == [_EXEC]:
         _exec_with_environment(argv[1:])
     options = parse_cli(argv)
+    try:
+        env = with_asked_secrets(os.environ, options.ask_env)
+    except ValueError as exc:
+        print(f"playbook: {exc}", file=sys.stderr)
+        return 2
     cancel = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: cancel.set())  # CI cancelling the job: end ansible-playbook too
     try:
@@ -470,6 +504,7 @@ def main(argv: list[str] | None = None) -> int:
             ident=options.ident,
             cancel=cancel,
             artifacts_root=options.artifacts,
+            env=env,
         )
     except (ValueError, FileExistsError) as exc:
         print(f"playbook: {exc}", file=sys.stderr)

@@ -263,6 +263,47 @@ def test_a_secret_in_the_clis_own_environment_never_reaches_a_file(artifacts, tm
     assert list(scratch.iterdir()) == []
 
 
+def test_ask_env_asks_only_for_what_is_not_set():
+    asked = []
+
+    def ask(prompt: str) -> str:
+        asked.append(prompt)
+        return "typed"
+
+    env = playbook.with_asked_secrets({"A": "given", "B": ""}, ["A", "B", "C"], ask=ask, interactive=True)
+    # A set variable is taken as it is, even empty (a passwordless sudo); only C is asked for.
+    assert (env["A"], env["B"], env["C"], asked) == ("given", "", "typed", ["C: "])
+    with pytest.raises(ValueError, match="C is not set and there is no terminal"):
+        playbook.with_asked_secrets({}, ["C"], ask=ask, interactive=False)
+
+
+def test_the_cli_asks_for_a_missing_secret_on_its_terminal_without_echoing_it(artifacts):
+    # make setup's case: MAC_ADMIN_PASSWORD asked for on the operator's terminal, then in the run's environment only.
+    import pexpect
+
+    secret, env = secret_env()
+    env.pop("PLAYBOOK_TEST_SECRET")
+    argv = ["-m", "scripts.playbook", "--ask-env", "PLAYBOOK_TEST_SECRET", "--artifacts", str(artifacts)]
+    argv += [str(PLAYBOOKS / "secret.yml"), "-i", str(INVENTORY), *secret_args(secret)]
+    child = pexpect.spawn(sys.executable, argv, cwd=str(ROOT), env=env, encoding="utf-8", timeout=240)
+    child.expect_exact("PLAYBOOK_TEST_SECRET: ")
+    child.sendline(secret)
+    rest = child.read()
+    child.close()
+    assert child.exitstatus == 0, rest[-3000:]  # the play's assert saw the typed secret
+    assert secret not in rest
+    assert playbook.files_containing(secret, artifacts) == []
+
+
+def test_the_cli_without_a_terminal_refuses_a_missing_secret(artifacts):
+    env = {k: v for k, v in os.environ.items() if k != "PLAYBOOK_TEST_SECRET"}
+    done = cli("--ask-env", "PLAYBOOK_TEST_SECRET", "--artifacts", str(artifacts), "tests/runner/playbooks/pass.yml",
+               "-i", str(INVENTORY), env=env, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert done.returncode == 2
+    assert "PLAYBOOK_TEST_SECRET is not set and there is no terminal to ask for it on" in done.stderr
+    assert not artifacts.exists() or list(artifacts.iterdir()) == []  # refused before any run
+
+
 def test_files_containing_finds_a_secret_written_plainly_or_json_escaped(tmp_path):
     secret = 'pa"ss\\word-' + secrets.token_hex(4)
     (tmp_path / "a" / "b").mkdir(parents=True)
