@@ -79,6 +79,15 @@ def deploy_env(tb: dict[str, str]) -> dict[str, str]:
     return {"REGISTRY_USERNAME": tb["REGISTRY_USER"], "REGISTRY_PASSWORD": password}
 
 
+def setup_env(tb: dict[str, str]) -> dict[str, str]:
+    """make setup's secrets, from the testbed's 0600 files: the admin account's sudo password and the tunnel's
+    credentials, in the environment only."""
+    return {
+        "MAC_ADMIN_PASSWORD": Path(tb["ADMIN_PASSWORD_FILE"]).read_text().strip(),
+        "CLOUDFLARED_TUNNEL_CREDENTIALS": Path(tb["CLOUDFLARED_CREDENTIALS_FILE"]).read_text(),
+    }
+
+
 def build_and_push(variant: str = "") -> str:
     out = run("bash", "scripts/build-push.sh", env={"BUILD_VARIANT": variant} if variant else None, capture=True)
     print(out, end="")
@@ -108,32 +117,36 @@ def chat(port: int, model: str) -> str:
 
 def main() -> None:
     started = time.monotonic()
-    step("1/7 Testbed: dockerd, registry (htpasswd), SSH 'Mac Mini', Ollama, cloudflared stand-in")
+    step("1/8 Testbed: dockerd, registry (htpasswd), SSH 'Mac Mini', Ollama, cloudflared stand-in")
     timed("testbed", run, "make", "--no-print-directory", "testbed-up")
     tb = testbed()
     ollama_kind = "the REAL Ollama on :11434" if tb.get("OLLAMA_KIND") == "real" else "the Ollama double"
     print(f"Chats will be answered by {ollama_kind} (model {tb['MODEL_NAME']}).")
     secrets = deploy_env(tb)
 
-    step("2/7 Build the image and push :sha-<hash> and :staging to the testbed registry")
+    step("2/8 make setup ENV=local: the 'Mac' as code, as its admin account (deploy account, sshd, Ollama, tunnel)")
+    setup = playbook_target("setup", "setup", "ENV=local", env=setup_env(tb))
+    print(f"  setup: {describe(setup)}")
+
+    step("3/8 Build the image and push :sha-<hash> and :staging to the testbed registry")
     tag1 = timed("build+push", build_and_push)
 
     deploys: dict[str, PlaybookResult] = {}
     for name, port in STACKS.items():
-        step(f"3/7 Deploy {tag1} to {name} (:{port}) over SSH with ansible/deploy.yml")
+        step(f"4/8 Deploy {tag1} to {name} (:{port}) over SSH with ansible/deploy.yml")
         deploys[name] = playbook_target("deploy", f"deploy-{name}", "ENV=local", f"STACK={name}", f"IMAGE_TAG={tag1}",
                                         env=secrets)  # fmt: skip
         print(f"  {name}: {describe(deploys[name])}")
 
-    step("4/7 verify.yml: host, Ollama, cloudflared and both stacks")
+    step("5/8 verify.yml: host, Ollama, cloudflared and both stacks")
     timed("verify", run, "make", "--no-print-directory", "verify", "ENV=local", env=secrets)
 
-    step(f"5/7 A real chat through each deployed API (answered by {ollama_kind})")
+    step(f"6/8 A real chat through each deployed API (answered by {ollama_kind})")
     for name, port in STACKS.items():
         answer = chat(port, tb["MODEL_NAME"])
         print(f"  {name:<10} http://127.0.0.1:{port}/api/chat -> {answer[:70]!r}")
 
-    step("6/7 Deploy a second build to staging, then roll it back")
+    step("7/8 Deploy a second build to staging, then roll it back")
     tag2 = timed("build #2", build_and_push, "demo-second-build")
     second = playbook_target("deploy", "deploy2-staging", "ENV=local", "STACK=staging", f"IMAGE_TAG={tag2}",
                              env=secrets)  # fmt: skip
@@ -142,7 +155,7 @@ def main() -> None:
     rollback = playbook_target("rollback", "rollback-staging", "ENV=local", "STACK=staging", env=secrets)
     print(f"  rollback: {describe(rollback)}")
 
-    step("7/7 Summary")
+    step("8/8 Summary")
     print(f"\n| {'environment':<11} | {'URL':<22} | {'running tag':<17} | {'health':<12} | {'deploy time':>11} "
           f"| {'changed':>7} |")  # fmt: skip
     print(f"|{'-' * 13}|{'-' * 24}|{'-' * 19}|{'-' * 14}|{'-' * 13}|{'-' * 9}|")
