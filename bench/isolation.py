@@ -15,8 +15,9 @@ so its time to first token is its wait. Probes go one at a time, each once the w
 generations streaming at the double as staging's share (the double's /_double/requests) and the other streams in
 staging's own queue (its gateway_queue_depth). Every probe so meets staging's generations freshly started: without
 shares it waits for one of them to end (about one generation), with shares it finds its own slots free. The table
-prints p50 / p99 of the probes' time to first token (with 20 probes, p99 is the slowest), the staging answers
-completed and refused (503), then the command, date, cores, CPU model and load average.
+prints p50 / p99 of the probes' time to first token (with 20 probes, p99 is the slowest), staging's generations
+streaming and queued when each probe was sent and the staging requests refused (503), then the command, date,
+cores, CPU model and load average.
 
 tests/unit/test_isolation.py asserts the same contrast with this module's measuring code (loaded by path).
 """
@@ -93,7 +94,6 @@ class Flood:
     def __init__(self, url: str, streams: int = STREAMS) -> None:
         self.url = url
         self.streams = streams
-        self.completed = 0
         self.refused = 0  # 503 from the staging service (its queue full)
         self.errors: list[str] = []
         self._loop = asyncio.new_event_loop()
@@ -132,7 +132,6 @@ class Flood:
                         continue
                     async for _ in resp.aiter_lines():
                         pass
-                    self.completed += 1
             except httpx.HTTPError as exc:
                 self.errors.append(repr(exc))
                 await asyncio.sleep(0.1)
@@ -199,8 +198,7 @@ def time_to_first_token(client: httpx.Client, url: str) -> float:
 class Result:
     scenario: Scenario
     ttft: list[float] = field(default_factory=list)
-    refused: int = 0
-    completed: int = 0
+    refused: int = 0  # staging requests its service refused (503) during the scenario
 
     @property
     def p50(self) -> float:
@@ -221,7 +219,7 @@ def measure(scenario: Scenario, double_url: str, production_url: str, staging_ur
                 wait_for_flood(double_url, staging_url, scenario.staging_slots)
             result.ttft.append(time_to_first_token(client, production_url))
     if isinstance(flood, Flood):
-        result.refused, result.completed = flood.refused, flood.completed
+        result.refused = flood.refused
         if flood.errors:
             raise RuntimeError(f"staging streams failed: {flood.errors[:3]}")
     return result
@@ -241,14 +239,15 @@ def cpu_model() -> str:
 def table(results: list[Result], generation_seconds: float) -> str:
     lines = [
         f"| scenario (production + staging MAX_CONCURRENT, {SLOTS} slots) | p50 TTFT | p99 TTFT | requests "
-        "| staging completed / refused |",
+        "| staging at each probe: streaming + queued (refused) |",
         "|---|---|---|---|---|",
     ]
     for r in results:
-        shares = f"{r.scenario.production_slots} + {r.scenario.staging_slots or '-'}"
-        staging = f"{r.completed} / {r.refused}" if r.scenario.staging_slots else "-"
+        limits = f"{r.scenario.production_slots} + {r.scenario.staging_slots or '-'}"
+        share = r.scenario.staging_slots
+        staging = f"{share} + {STREAMS - share} ({r.refused})" if share else "-"
         lines.append(
-            f"| {r.scenario.name} ({shares}) | {r.p50 * 1000:.0f} ms | {r.p99 * 1000:.0f} ms | {len(r.ttft)} "
+            f"| {r.scenario.name} ({limits}) | {r.p50 * 1000:.0f} ms | {r.p99 * 1000:.0f} ms | {len(r.ttft)} "
             f"| {staging} |"
         )
     lines.append(
