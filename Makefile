@@ -112,6 +112,10 @@ double: venv ## Run the Ollama double on 127.0.0.1:11434
 bench-service: venv ## The double, nginx, the service and LiteLLM side by side, one run (installs wrk, nginx, LiteLLM)
 	$(PY) bench/service.py $(BENCH_ARGS)
 
+.PHONY: bench-isolation
+bench-isolation: venv ## Production's time to first token alone and under a staging flood, with and without slot shares
+	$(PY) bench/isolation.py $(BENCH_ARGS)
+
 .PHONY: bench-image
 bench-image: testbed-up ## Image size over base and start-to-healthy time
 	$(PY) bench/image.py

@@ -197,8 +197,9 @@ def ensure_litellm() -> str | None:
 # -- the processes -------------------------------------------------------------------------------------------------
 
 
-def start_double(stack: ExitStack, model: str, logdir: Path) -> Gateway:
-    cmd = [PYTHON, "-m", "tests.fakes.ollama", "--port", "0", "--model", model]
+def start_double(stack: ExitStack, model: str, logdir: Path, *settings: str) -> Gateway:
+    """The double; `settings` are more of its command-line options (e.g. "--num-parallel", "4")."""
+    cmd = [PYTHON, "-m", "tests.fakes.ollama", "--port", "0", "--model", model, *settings]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = _spawn(stack, cmd, logdir / "double.log", cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()

@@ -943,7 +943,9 @@ def main() -> int:
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-service-")))
         print(f"machine: {machine()}\nlogs: {workdir}", file=sys.stderr)
-        direct = peers.start_double(stack, args.model, workdir)
+        # This bench measures HTTP, not Ollama's scheduler (bench/isolation.py does): enough slots that no request
+        # waits for one (Ollama's default, which the double keeps, is 1).
+        direct = peers.start_double(stack, args.model, workdir, "--num-parallel", "1024")
         double = Double(direct, args.model)
         gateways = {"direct": direct, "nginx": peers.start_nginx(stack, direct, workdir)}
         gateways[SERVICE] = peers.start_service(

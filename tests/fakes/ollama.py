@@ -1,20 +1,34 @@
 """A controllable Ollama double: a real HTTP server speaking Ollama's API (docs/api.md shapes).
 
 Used by the service tests (in-process, :class:`OllamaDouble`), by the testbed and the demo (standalone,
-``python -m tests.fakes.ollama --port 11434 --model llama3.2:1b``) and by ``bench/service.py``.
-The contract other parts rely on is this docstring (docs/testbed.md, "The Ollama double", points here):
+``python -m tests.fakes.ollama --port 11434 --model llama3.2:1b``) and by ``bench/service.py`` and
+``bench/isolation.py``. The contract other parts rely on is this docstring (docs/testbed.md, "The Ollama double",
+points here):
 
 * Generation routes (``/api/chat``, ``/api/generate``, ``/v1/chat/completions``) produce ``token_count``
   deterministic tokens ("tok0", " tok1", ...; see :func:`expected_text`) after ``first_token_delay`` seconds
-  (nothing at all, not even the status line, is sent before it: that is how a cold model load looks to a
-  proxy) and ``token_delay`` seconds between tokens.
+  (nothing at all, not even the status line, is sent before it: how prompt evaluation, or a slow model load, looks
+  to a proxy) and ``token_delay`` seconds between tokens.
 * Embedding routes answer after ``embedding_delay`` seconds (a slow embedding model), watching the connection.
+* Ollama's scheduler (tests/fakes/ollama_sched.py has the details and the sources): a generation or embedding
+  runs once its model is loaded and one of the model's ``num_parallel`` slots is free; the others wait for a slot in
+  arrival order, without a bound. A model that is not loaded is loaded first (``load_duration`` seconds; one load at
+  a time), with at most ``max_queue`` requests waiting for the scheduler, beyond which the answer is a 503 with
+  Ollama's "server busy" text; with ``max_loaded_models`` loaded, an idle model is unloaded first (the shortest
+  keep_alive, then by name), else the scheduler waits for one to become idle. A model stays loaded ``keep_alive``
+  after its last request (the request's ``keep_alive`` wins); ``/api/ps`` lists what is loaded, with
+  ``expires_at``. Defaults are Ollama's (1 slot, 512, 3, "5m"; loads take no time). These knobs are Ollama's
+  server settings: changing one is restarting Ollama, and nothing is loaded afterwards. The command line takes
+  them as ``--num-parallel``, ``--max-queue``, ``--max-loaded-models``, ``--keep-alive``, ``--load-duration``,
+  and :meth:`OllamaDouble.reset` (``POST /_double/reset``) returns to those start-up values.
 * ``status`` != 200 makes every ``/api/*`` and ``/v1/*`` route answer that status with Ollama's error body
   (generation routes only after ``first_token_delay``, like a model that fails to load);
   ``error_after_tokens=N`` streams N tokens then ends the stream with an error line (status stays 200).
 * Every request except ``/_double/*`` is recorded (:class:`RecordedRequest`), including whether its client
   went away before the response was complete (``cancelled``): the connection is watched while waiting and
   streaming.
+* Control: ``POST /_double/config`` (a JSON object of :class:`DoubleConfig` knobs), ``GET /_double/config``,
+  ``POST /_double/reset``, ``GET /_double/requests``.
 
 Implementation: a bare ASGI callable (no framework, so the "direct" run of the benchmark measures
 Ollama-shaped HTTP, not the double's overhead) served by uvicorn (httptools, uvloop when present) on
@@ -45,7 +59,8 @@ from urllib.parse import unquote
 
 import uvicorn
 
-from tests.fakes import ollama_types
+from tests.fakes import ollama_sched, ollama_types
+from tests.fakes.ollama_sched import ServerBusy
 
 try:  # uvloop is a runtime dependency of the service; fall back to asyncio's loop if it is missing.
     import uvloop
@@ -105,6 +120,13 @@ class DoubleConfig:
     embedding_delay: float = 0.0  # seconds before an embedding answer
     # Paths this Ollama does not serve (gin's plain-text 404), e.g. ["/v1/responses"] for Ollama before 0.13.3.
     missing_routes: list = dataclasses.field(default_factory=list)
+    # Ollama's scheduler (tests/fakes/ollama_sched.py), Ollama's defaults. Changing any of these is restarting Ollama
+    # with new settings: nothing is loaded afterwards.
+    num_parallel: int = 1  # OLLAMA_NUM_PARALLEL: requests each loaded model serves at once
+    max_queue: int = 512  # OLLAMA_MAX_QUEUE: requests waiting for the scheduler (a load) before it answers 503
+    max_loaded_models: int = 3  # OLLAMA_MAX_LOADED_MODELS (Ollama's automatic value: 3 per GPU, 3 on CPU)
+    keep_alive: str | int | float = "5m"  # OLLAMA_KEEP_ALIVE: a Go duration or seconds; negative = forever
+    load_duration: float = 0.0  # seconds a model takes to load (not an Ollama setting: the machine's speed)
 
     @classmethod
     def keys(cls) -> set[str]:
@@ -125,6 +147,11 @@ class DoubleConfig:
             "embedding_dimensions": (int,),
             "embedding_delay": (int, float),
             "missing_routes": (list,),
+            "num_parallel": (int,),
+            "max_queue": (int,),
+            "max_loaded_models": (int,),
+            "keep_alive": (str, int, float),
+            "load_duration": (int, float),
         }
         for name, types in checks.items():
             value = getattr(self, name)
@@ -143,7 +170,19 @@ class DoubleConfig:
                 raise ValueError('tool_calls: every entry must be {"name": str, "arguments": {...}}')
         if self.embedding_dimensions < 1:
             raise ValueError("embedding_dimensions must be >= 1")
+        if self.num_parallel < 1 or self.max_loaded_models < 1 or self.max_queue < 0 or self.load_duration < 0:
+            raise ValueError("num_parallel and max_loaded_models must be >= 1, max_queue and load_duration >= 0")
+        ollama_sched.keep_alive_seconds(self.keep_alive, env=True)  # ValueError when it is not a duration
         return self
+
+    def scheduler_settings(self) -> ollama_sched.Settings:
+        return ollama_sched.Settings(
+            num_parallel=self.num_parallel,
+            max_queue=self.max_queue,
+            max_loaded_models=self.max_loaded_models,
+            keep_alive=ollama_sched.keep_alive_seconds(self.keep_alive, env=True),
+            load_duration=float(self.load_duration),
+        )
 
 
 @dataclasses.dataclass
@@ -294,12 +333,14 @@ def _sse(obj: Any) -> bytes:
 
 
 class _State:
-    """Config and records, shared between the server thread and the test thread."""
+    """Config, scheduler and records, shared between the server thread and the test thread."""
 
-    def __init__(self, model: str, version: str) -> None:
+    def __init__(self, model: str, version: str, base: DoubleConfig) -> None:
         self.default_model = model
         self.version = version
-        self.config = DoubleConfig()
+        self.base = base  # what reset() returns to: the defaults plus the double's start-up settings
+        self.config = base
+        self.scheduler = ollama_sched.Scheduler(base.scheduler_settings())
         self.records: collections.deque[RecordedRequest] = collections.deque(maxlen=MAX_RECORDS)
         self.lock = threading.Lock()
 
@@ -309,12 +350,17 @@ class _State:
             raise ValueError(f"unknown double setting(s): {sorted(unknown)}; known: {sorted(DoubleConfig.keys())}")
         with self.lock:
             # Replace the object wholesale: a request in flight keeps the snapshot it started with.
-            self.config = dataclasses.replace(self.config, **changes).validated()
+            config = dataclasses.replace(self.config, **changes).validated()
+            if config.scheduler_settings() != self.config.scheduler_settings():
+                # Ollama restarted with new settings; requests in flight finish on the old scheduler.
+                self.scheduler = ollama_sched.Scheduler(config.scheduler_settings())
+            self.config = config
             return self.config
 
     def reset(self) -> None:
         with self.lock:
-            self.config = DoubleConfig()
+            self.config = self.base
+            self.scheduler = ollama_sched.Scheduler(self.base.scheduler_settings())
             self.records.clear()
 
     def record(self, rec: RecordedRequest) -> None:
@@ -364,6 +410,20 @@ def _tag_entry(name: str) -> dict[str, Any]:
         "digest": _digest(name),
         "details": _details(name),
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """What a request asks of the scheduler: a model, and the request's keep_alive in seconds (None: not given;
+    Ollama's OpenAI and Anthropic layers never give one)."""
+
+    model: str
+    keep_alive: float | None = None
+
+    @classmethod
+    def of(cls, model: str, body: dict[str, Any]) -> _Job:
+        given = body.get("keep_alive")  # decoded already: a number or a valid duration string
+        return cls(model, None if given is None else ollama_sched.keep_alive_seconds(given))
 
 
 class _App:
@@ -536,12 +596,12 @@ class _App:
         await out.json(200, {"models": [_tag_entry(m) for m in self.state.models()]})
 
     async def _ps(self, out: _Responder, **_: Any) -> None:
-        # Every "pulled" model is reported as loaded, with a keep-alive expiry 5 minutes ahead.
-        expires = datetime.fromtimestamp(time.time() + 300, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        # The models the scheduler has loaded, the longest time left first (server/routes.go PsHandler).
         models = []
-        for m in self.state.models():
-            entry = _tag_entry(m)
+        for loaded in self.state.scheduler.loaded_models():
+            entry = _tag_entry(loaded.model)
             del entry["modified_at"]
+            expires = datetime.fromtimestamp(loaded.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             entry.update(expires_at=expires, size_vram=entry["size"], context_length=4096)
             models.append(entry)
         await out.json(200, {"models": models})
@@ -656,8 +716,43 @@ class _App:
             return None
         return model
 
+    async def _scheduled(
+        self,
+        job: _Job,
+        rec: RecordedRequest,
+        receive: Receive,
+        out: _Responder,
+        produce: Callable[[], Awaitable[None]],
+        *,
+        slot: bool = True,
+        instant: bool = False,
+    ) -> None:
+        """Run `produce` once the scheduler has given the request its model and, with `slot`, one of the model's
+        slots; Ollama's 503 when the scheduler's queue is full. The connection is watched throughout (a client that
+        leaves gives up its place), except for an `instant` answer that can start at once (the benchmark's path)."""
+        scheduler = self.state.scheduler
+
+        async def run() -> None:
+            try:
+                async with scheduler.use(job.model, job.keep_alive, slot=slot):
+                    await produce()
+            except ServerBusy as exc:
+                await self._error(out, rec.path, 503, str(exc))
+
+        if instant and slot and scheduler.ready(job.model):
+            await run()
+        else:
+            await self._run_cancellable(receive, rec, run)
+
     async def _whole(
-        self, cfg: DoubleConfig, rec: RecordedRequest, receive: Receive, out: _Responder, count: int, answer
+        self,
+        cfg: DoubleConfig,
+        rec: RecordedRequest,
+        receive: Receive,
+        out: _Responder,
+        count: int,
+        answer,
+        job: _Job,
     ) -> None:
         """A non-streamed answer: after the time all tokens take, `answer()`'s object (or the injected failure)."""
 
@@ -668,13 +763,19 @@ class _App:
             else:
                 await out.json(200, answer())
 
-        if cfg.first_token_delay or cfg.token_delay:
-            await self._run_cancellable(receive, rec, whole)
-        else:
-            await whole()  # fast path (benchmark): no disconnect watcher needed for an instant answer
+        instant = not (cfg.first_token_delay or cfg.token_delay)
+        await self._scheduled(job, rec, receive, out, whole, instant=instant)
 
     async def _stream(
-        self, cfg: DoubleConfig, rec: RecordedRequest, receive: Receive, out: _Responder, ctype, plan: Plan, emit
+        self,
+        cfg: DoubleConfig,
+        rec: RecordedRequest,
+        receive: Receive,
+        out: _Responder,
+        ctype,
+        plan: Plan,
+        emit,
+        job: _Job,
     ) -> None:
         """A streamed answer: `emit(kind, piece)` frames each piece ("thinking", "content", "tool_calls", "done");
         `emit("error", message)` the failure that error_after_tokens injects after that many content pieces."""
@@ -699,7 +800,7 @@ class _App:
                 await out.body(emit("tool_calls", plan.tool_calls))
             await out.body(emit("done", None), last=True)
 
-        await self._run_cancellable(receive, rec, chunks)
+        await self._scheduled(job, rec, receive, out, chunks)
 
     def _plan(self, cfg: DoubleConfig, body: dict[str, Any], requested: Any, prompt: str) -> Plan:
         count, reason = self._limit(cfg, requested)
@@ -767,16 +868,30 @@ class _App:
             obj.update(self._final_stats(plan.prompt_tokens, plan.count, started))  # Metrics last, as in Go
             return obj
 
+        job = _Job.of(model, body)
+        if load_only and ollama_types.unloads(body):
+            # keep_alive 0 and nothing to generate: unload the model, without scheduling (server/routes.go).
+            self.state.scheduler.expire(model)
+            obj = piece("", True)
+            obj["done_reason"] = "unload"
+            await out.json(200, obj)
+            return
         if load_only:
             # An empty chat / prompt only loads the model: one object, done_reason "load" (docs/api.md).
             obj = piece("", True)
             obj["done_reason"] = "load"
-            await self._run_cancellable(receive, rec, lambda: out.json(200, obj))
+            await self._scheduled(job, rec, receive, out, lambda: out.json(200, obj), slot=False)
             return
         if not stream:
             text = "".join(plan.pieces)
             await self._whole(
-                cfg, rec, receive, out, plan.count, lambda: final(text, plan.thinking, plan.tool_calls, plan.pieces)
+                cfg,
+                rec,
+                receive,
+                out,
+                plan.count,
+                lambda: final(text, plan.thinking, plan.tool_calls, plan.pieces),
+                job,
             )
             return
 
@@ -794,7 +909,7 @@ class _App:
                 obj["logprobs"] = [_logprob(value, top)]
             return _dumps(obj)
 
-        await self._stream(cfg, rec, receive, out, _NDJSON, plan, emit)
+        await self._stream(cfg, rec, receive, out, _NDJSON, plan, emit, job)
 
     async def _openai_chat(
         self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
@@ -836,7 +951,7 @@ class _App:
                 obj.update(system_fingerprint="fp_ollama", choices=[choice], usage=usage)
                 return obj
 
-            await self._whole(cfg, rec, receive, out, plan.count, answer)
+            await self._whole(cfg, rec, receive, out, plan.count, answer, _Job(model))
             return
 
         include_usage = isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage")
@@ -865,7 +980,7 @@ class _App:
                 choice["logprobs"] = {"content": [_logprob(value, top)]}
             return _sse(frame([choice]))
 
-        await self._stream(cfg, rec, receive, out, _SSE, plan, emit)
+        await self._stream(cfg, rec, receive, out, _SSE, plan, emit, _Job(model))
 
     async def _openai_completion(
         self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
@@ -891,7 +1006,13 @@ class _App:
 
         if not body.get("stream"):
             await self._whole(
-                cfg, rec, receive, out, plan.count, lambda: {**obj("".join(plan.pieces), plan.reason), "usage": usage}
+                cfg,
+                rec,
+                receive,
+                out,
+                plan.count,
+                lambda: {**obj("".join(plan.pieces), plan.reason), "usage": usage},
+                _Job(model),
             )
             return
         include_usage = isinstance(body.get("stream_options"), dict) and body["stream_options"].get("include_usage")
@@ -910,7 +1031,7 @@ class _App:
                 out_bytes += b"data: [DONE]\n\n"
             return out_bytes
 
-        await self._stream(cfg, rec, receive, out, _SSE, plan, emit)
+        await self._stream(cfg, rec, receive, out, _SSE, plan, emit, _Job(model))
 
     async def _responses(
         self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
@@ -986,7 +1107,9 @@ class _App:
         ]
         output = ([reasoning] if reasoning else []) + (calls or [message])
         if not body.get("stream"):
-            await self._whole(cfg, rec, receive, out, plan.count, lambda: response("completed", output, usage))
+            await self._whole(
+                cfg, rec, receive, out, plan.count, lambda: response("completed", output, usage), _Job(model)
+            )
             return
         seq = iter(range(1_000_000))
 
@@ -1080,7 +1203,7 @@ class _App:
             return opening + event("response.completed", response=response("completed", output, usage))
 
         emit.started = False
-        await self._stream(cfg, rec, receive, out, _SSE, plan, emit)
+        await self._stream(cfg, rec, receive, out, _SSE, plan, emit, _Job(model))
 
     async def _anthropic_messages(
         self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
@@ -1126,6 +1249,7 @@ class _App:
                 out,
                 plan.count,
                 lambda: {**head, "content": blocks, "stop_reason": stop, "usage": usage},
+                _Job(model),
             )
             return
 
@@ -1184,7 +1308,7 @@ class _App:
             data += event("message_delta", delta={"stop_reason": stop}, usage=usage)
             return data + event("message_stop")
 
-        await self._stream(cfg, rec, receive, out, _SSE, plan, emit)
+        await self._stream(cfg, rec, receive, out, _SSE, plan, emit, _Job(model))
 
     # -- embeddings --
     def _vectors(self, cfg: DoubleConfig, texts: list[str], dimensions: Any) -> list[list[float]]:
@@ -1192,18 +1316,24 @@ class _App:
         return [embedding_vector(t, size or cfg.embedding_dimensions) for t in texts]
 
     async def _embedding_answer(
-        self, cfg: DoubleConfig, rec: RecordedRequest, receive: Receive, out: _Responder, answer: dict[str, Any]
+        self,
+        cfg: DoubleConfig,
+        rec: RecordedRequest,
+        receive: Receive,
+        out: _Responder,
+        answer: dict[str, Any],
+        job: _Job,
+        embeds: bool = True,
     ) -> None:
-        """An embedding answer, after embedding_delay (cancelled when the client leaves first)."""
+        """An embedding answer, after embedding_delay (cancelled when the client leaves first). With nothing to
+        embed (`embeds` false) the request only loads the model: it holds no slot (server/routes.go)."""
 
         async def respond() -> None:
-            await asyncio.sleep(cfg.embedding_delay)
+            if cfg.embedding_delay and embeds:
+                await asyncio.sleep(cfg.embedding_delay)
             await out.json(200, answer)
 
-        if cfg.embedding_delay:
-            await self._run_cancellable(receive, rec, respond)
-        else:
-            await out.json(200, answer)
+        await self._scheduled(job, rec, receive, out, respond, slot=embeds, instant=not cfg.embedding_delay)
 
     async def _embed(
         self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
@@ -1218,7 +1348,7 @@ class _App:
         answer.update(
             total_duration=2_000_000, load_duration=1_000_000, prompt_eval_count=sum(len(t.split()) for t in texts)
         )
-        await self._embedding_answer(cfg, rec, receive, out, answer)
+        await self._embedding_answer(cfg, rec, receive, out, answer, _Job.of(model, body), embeds=bool(texts))
 
     async def _embeddings(
         self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
@@ -1229,7 +1359,7 @@ class _App:
             return
         prompt = body.get("prompt") or ""
         answer = {"embedding": self._vectors(cfg, [prompt], None)[0] if prompt else []}
-        await self._embedding_answer(cfg, rec, receive, out, answer)
+        await self._embedding_answer(cfg, rec, receive, out, answer, _Job.of(model, body), embeds=bool(prompt))
 
     async def _openai_embeddings(
         self, cfg: DoubleConfig, body: dict[str, Any], rec: RecordedRequest, receive: Receive, out: _Responder
@@ -1253,7 +1383,7 @@ class _App:
             "model": model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-        await self._embedding_answer(cfg, rec, receive, out, answer)
+        await self._embedding_answer(cfg, rec, receive, out, answer, _Job(model))
 
     @staticmethod
     async def _run_cancellable(receive: Receive, rec: RecordedRequest, produce: Callable[[], Awaitable[None]]) -> None:
@@ -1346,8 +1476,9 @@ class _Responder:
 class OllamaDouble:
     """A real HTTP Ollama double on loopback, in a background thread. Use as a context manager.
 
-    ``OllamaDouble(model=..., hosts=["127.0.0.1"], port=0)``: port 0 takes an ephemeral port (the same port is
-    then used for every further host).
+    ``OllamaDouble(model=..., hosts=["127.0.0.1"], port=0, **knobs)``: port 0 takes an ephemeral port (the same port
+    is then used for every further host); `knobs` (:class:`DoubleConfig` names, e.g. ``num_parallel=8``) are the
+    double's start-up settings, what :meth:`reset` returns to.
     """
 
     def __init__(
@@ -1357,8 +1488,12 @@ class OllamaDouble:
         hosts: list[str] | None = None,
         port: int = 0,
         version: str = DEFAULT_VERSION,
+        **knobs: Any,
     ) -> None:
-        self._state = _State(model, version)
+        unknown = set(knobs) - DoubleConfig.keys()
+        if unknown:
+            raise ValueError(f"unknown double setting(s): {sorted(unknown)}; known: {sorted(DoubleConfig.keys())}")
+        self._state = _State(model, version, DoubleConfig(**knobs).validated())
         self.model = model
         self.hosts = hosts or ["127.0.0.1"]
         self.port = port
@@ -1448,7 +1583,8 @@ class OllamaDouble:
         return self._state.configure(**changes)
 
     def reset(self) -> None:
-        """Back to default knobs; forget all recorded requests."""
+        """Back to the start-up knobs (the defaults unless given to the constructor), nothing loaded; forget all
+        recorded requests."""
         self._state.reset()
 
     @property
@@ -1475,12 +1611,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", action="append", help="address to bind; repeat for several (default 127.0.0.1)")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"the one pulled model (default {DEFAULT_MODEL})")
     parser.add_argument("--version", default=DEFAULT_VERSION, help="what /api/version reports")
+    # Ollama's scheduler settings (tests/fakes/ollama_sched.py), named after its environment variables.
+    defaults = DoubleConfig()
+    parser.add_argument(
+        "--num-parallel", type=int, default=defaults.num_parallel, help="OLLAMA_NUM_PARALLEL (default %(default)s)"
+    )
+    parser.add_argument(
+        "--max-queue", type=int, default=defaults.max_queue, help="OLLAMA_MAX_QUEUE (default %(default)s)"
+    )
+    parser.add_argument(
+        "--max-loaded-models",
+        type=int,
+        default=defaults.max_loaded_models,
+        help="OLLAMA_MAX_LOADED_MODELS (default %(default)s, Ollama's on CPU or one GPU)",
+    )
+    parser.add_argument(
+        "--keep-alive",
+        default=defaults.keep_alive,
+        help="OLLAMA_KEEP_ALIVE: a duration or seconds (default %(default)s)",
+    )
+    parser.add_argument(
+        "--load-duration", type=float, default=defaults.load_duration, help="seconds a model load takes (default 0)"
+    )
     args = parser.parse_args(argv)
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    double = OllamaDouble(args.model, hosts=args.host or ["127.0.0.1"], port=args.port, version=args.version)
+    try:
+        double = OllamaDouble(
+            args.model,
+            hosts=args.host or ["127.0.0.1"],
+            port=args.port,
+            version=args.version,
+            num_parallel=args.num_parallel,
+            max_queue=args.max_queue,
+            max_loaded_models=args.max_loaded_models,
+            keep_alive=args.keep_alive,
+            load_duration=args.load_duration,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         double.start()
     except OSError as exc:

@@ -925,7 +925,7 @@ def check(path: str, value: Any) -> tuple[int | None, Any]:
     return None, body
 
 
-def _unloads(body: dict[str, Any]) -> bool:
+def unloads(body: dict[str, Any]) -> bool:
     """keep_alive is zero: with nothing to generate, the request only unloads the model (server/routes.go)."""
     keep_alive = body.get("keep_alive")
     if isinstance(keep_alive, str):
@@ -965,10 +965,10 @@ def late_problem(path: str, body: dict[str, Any]) -> tuple[int, str] | None:
     then a wrong option type (Options.FromMap in scheduleRunner: handleScheduleError makes it a 500), then, when
     there is something to generate, an invalid format (llm/server.go Completion, also a 500)."""
     native = path in ("/api/chat", "/api/generate", "/api/embed", "/api/embeddings")
-    if path == "/api/chat" and not body.get("messages") and _unloads(body):
+    if path == "/api/chat" and not body.get("messages") and unloads(body):
         return None
     if path == "/api/generate":
-        if not body.get("prompt") and _unloads(body):
+        if not body.get("prompt") and unloads(body):
             return None
         if body.get("raw") and (body.get("template") or body.get("system") or body.get("context")):
             return 400, "raw mode does not support template, system, or context"

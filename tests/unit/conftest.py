@@ -140,7 +140,9 @@ def _is_setting(name: str) -> bool:
 
 @pytest.fixture(scope="session")
 def ollama_double() -> Iterator[OllamaDouble]:
-    with OllamaDouble(model=MODEL) as double:
+    # The service tests are not about Ollama's scheduler (test_double_sched.py and test_isolation.py are): more slots
+    # than any of them lets through at once, so no request waits for another's (Ollama's default is one slot).
+    with OllamaDouble(model=MODEL, num_parallel=64) as double:
         yield double
 
 
