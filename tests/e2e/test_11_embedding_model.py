@@ -53,3 +53,12 @@ def test_the_embedding_model_is_pulled_checked_served_and_reported(
     verify = ansible.run("verify.yml", "-e", f"app_embed_model_name={EMBED}")
     assert verify.returncode == 0, verify.output[-4000:]
     assert f"and has {testbed['MODEL_NAME']} and {EMBED}" in harness.flat(verify.output)
+
+    # Two models (production's chat model is staging's too): Ollama's default keeps 3 loaded, so no warning; with
+    # room for one, verify warns naming both and the limit, and still passes (a warning, not a failure).
+    assert "cannot all stay loaded" not in harness.flat(verify.output)
+    tight = ansible.run("verify.yml", "-e", f"app_embed_model_name={EMBED}", "-e", "app_ollama_max_loaded_models=1")
+    assert tight.returncode == 0, tight.output[-4000:]
+    said = harness.flat(tight.output)
+    assert "WARNING: 2 models of the stacks" in said and "keeps 1 at once" in said, said[-3000:]
+    assert f"staging: {testbed['MODEL_NAME']}, {EMBED}" in said

@@ -373,3 +373,21 @@ def test_a_stack_is_healthy_only_when_its_live_colour_runs_the_last_release_and_
     ]
     nothing = stack_status.stack_status_row(live.app_live_state([], "", {}, COLORS), "")
     assert (nothing["healthy"], nothing["color"], nothing["health"]) == (False, "-", "absent")
+
+
+def test_stack_models_are_the_allowed_and_embedding_models_of_its_env_file():
+    text = "# comment\nMODEL_NAME=llama3.2:1b\nALLOWED_MODELS=llama3.2:1b,qwen2.5\nEMBED_MODEL_NAME=all-minilm\n"
+    assert stack_status.stack_models(text) == ["llama3.2:1b", "qwen2.5:latest", "all-minilm:latest"]
+    assert stack_status.stack_models("") == []  # a stack never deployed
+
+
+def test_models_over_limit_warns_naming_the_models_and_the_limit():
+    same = {"production": ["llama3.2:1b", "all-minilm"], "staging": ["llama3.2:1b", "all-minilm:latest"]}
+    assert stack_status.models_over_limit(same, "") == ""  # two distinct models, Ollama's default keeps 3
+    assert stack_status.models_over_limit(same, "2") == ""
+    warning = stack_status.models_over_limit(same, 1)
+    assert "2 models" in warning and "keeps 1 at once" in warning and "production: llama3.2:1b, all-minilm" in warning
+    apart = {"production": ["llama3.2:1b", "all-minilm"], "staging": ["qwen2.5:0.5b", "nomic-embed-text"]}
+    warning = stack_status.models_over_limit(apart, "")
+    assert "4 models" in warning and "keeps 3 at once (OLLAMA_MAX_LOADED_MODELS default)" in warning
+    assert "staging: qwen2.5:0.5b, nomic-embed-text" in warning
