@@ -120,6 +120,11 @@ def test_after_setup_a_deploy_works_and_verify_passes(first_setup, testbed, buil
     assert first_setup.returncode == 0
     ansible = harness.Ansible(testbed)
     harness.ensure_serving(ansible, in_the_registry(testbed, built_images).first)
+    # Each stack sends Ollama at most its share of the slots (the app role's defaults: production 2, staging 1).
+    app_defaults = yaml.safe_load((harness.ROOT / "ansible/roles/app/defaults/main.yml").read_text())
+    shares = app_defaults["app_ollama_slot_shares"]
+    for env, share in shares.items():
+        assert f"\nMAX_CONCURRENT={share}\n" in (harness.DEPLOY_HOME / env / f".env.{env}").read_text()
     result = ansible.run("verify.yml")
     assert result.returncode == 0, result.output[-4000:]
     # The ingress verify checked is the one set-up wrote (127.0.0.1, where the testbed's own config says localhost).
