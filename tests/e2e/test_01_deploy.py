@@ -81,6 +81,10 @@ def test_staging_deploy_leaves_production_untouched_and_history_grows(ansible, i
     last = entries[-1]
     assert (last["env"], last["tag"], last["result"], last["action"]) == ("staging", images.second, "success", "deploy")
     assert last["digest"].startswith("sha256:") and last["actor"] == "e2e-tests" and last["time"]
+    # The release id names this cut-over: the one the new container carries, and no earlier line's.
+    assert last["release"].endswith(f"-{images.second}"), last
+    assert last["release"] == harness.container("staging")["Config"]["Labels"]["io.local-llm-server.release"]
+    assert last["release"] not in [entry["release"] for entry in entries[:-1]]
 
 
 def test_second_deploy_changes_nothing_and_never_shows_the_password(ansible, images, testbed):

@@ -31,6 +31,7 @@ def test_broken_image_is_refused_and_the_old_release_serves_throughout(ansible, 
     assert harness.project_containers("staging") == containers, "the refused colour must be removed"
     last = harness.history()[-1]
     assert (last["tag"], last["result"]) == (images.broken, "failed") and "cannot reach Ollama" in last["cause"]
+    assert last["release"].endswith(f"-{images.broken}"), last  # the id of the refused attempt
     # The files on the host describe what runs again, so the next identical deploy is a no-op.
     rerun = ansible.deploy("staging", old_tag)
     assert rerun.returncode == 0 and rerun.changed == 0, rerun.output[-3000:]
@@ -127,6 +128,27 @@ def test_a_proxy_that_cannot_start_fails_the_switch_and_says_what_stays(ansible,
     assert harness.health("staging")["version"] == old_tag
     assert harness.served_color("staging") == harness.live_color("staging")
     assert len(harness.project_containers("staging")) == 2
+
+
+def test_a_proxy_image_the_host_cannot_get_is_refused_before_the_new_colour_starts(ansible, images):
+    # A proxy image that cannot be pulled (no registry has it): the deploy pulls the proxy image before it starts
+    # anything, so it fails there, naming the image, and what serves is not touched.
+    serving = harness.container("staging")
+    old_tag = harness.health("staging")["version"]
+    new_tag = images.first if old_tag != images.first else images.second
+    containers = harness.project_containers("staging")
+    lines_before = len(harness.history())
+    missing = "local/nginx:missing-proxy-image"
+    with harness.Probe(harness.health_url("staging"), rate=20) as probe:
+        result = ansible.deploy("staging", new_tag, "-e", f"app_deploy_proxy_image={missing}")
+    output = harness.flat(result.output)
+    assert result.returncode != 0
+    assert "Pull the proxy image" in output and missing.split(":")[1] in output, result.output[-4000:]
+    assert probe.failures == 0, f"{probe.failures} failed requests during the refused deploy"
+    assert harness.container("staging")["Id"] == serving["Id"]
+    assert harness.project_containers("staging") == containers, "no new colour may start"
+    assert harness.health("staging")["version"] == old_tag
+    assert len(harness.history()) == lines_before, "nothing was released, so nothing is recorded"
 
 
 def test_a_proxy_that_has_not_loaded_its_file_is_reloaded_not_redeployed(ansible):
