@@ -309,6 +309,9 @@ def build_router(
             content_type=upload.content_type,
             params={"model": model},  # what Ollama reads as the model, whatever the body says (forms.py)
             keepalive_type=b"text/plain; charset=utf-8" if text else b"application/json",
+            # Ollama's TranscriptionWriter drops an error that comes after the first piece and ends the answer
+            # empty; a JSON transcript is never empty, an empty text one can be (silence).
+            empty_is_failure=not text,
         )
 
     router.add_api_route(

@@ -191,6 +191,7 @@ class Generation(Response):
 
     A body other than JSON (the transcription upload) names its `content_type` and the query `params` that go with
     it, and `keepalive_type`, the content type of the answer a client gets when keep-alive spaces must begin it.
+    `empty_is_failure`: a 200 without a body is Ollama's way of failing this answer (a 502 here).
     """
 
     def __init__(
@@ -205,6 +206,7 @@ class Generation(Response):
         content_type: str = "application/json",
         params: dict[str, str] | None = None,
         keepalive_type: bytes = b"application/json",
+        empty_is_failure: bool = False,
     ):
         self.upstream = upstream
         self.gate = route.gate
@@ -216,6 +218,7 @@ class Generation(Response):
         self.content_type = content_type
         self.params = params
         self.keepalive_type = keepalive_type
+        self.empty_is_failure = empty_is_failure
         self.background = None  # FastAPI attaches background tasks to a returned Response
 
     async def __call__(self, scope, receive, send) -> None:
@@ -304,6 +307,10 @@ class Generation(Response):
             if status >= 500:
                 self.upstream.metrics.upstream_errors.labels("status_5xx").inc()
                 await self._fail(send, committed, 502, f"Ollama answered {status}: {upstream_message(content)}")
+            elif status == 200 and not content and self.empty_is_failure:
+                self.upstream.metrics.upstream_errors.labels("stream").inc()
+                message = "Ollama answered 200 without a body: the model failed after it began (Ollama's log says why)"
+                await self._fail(send, committed, 502, message)
             else:
                 if status == 200:
                     self._account(content[-tokens.TAIL :])

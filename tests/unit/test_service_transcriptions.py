@@ -94,7 +94,13 @@ def test_ollamas_own_errors_reach_the_client_in_openais_format(clients: Clients,
     with pytest.raises(openai.InternalServerError) as info:
         clients.openai.audio.transcriptions.create(model=MODEL, file=("speech.wav", WAV))
     assert info.value.status_code == 502 and "model failed to load" in info.value.body["message"]
-    double.configure(status=200, missing_routes=[PATH])  # Ollama before 0.20.0: gin's plain-text 404
+    double.configure(status=200, error_after_tokens=2)  # Ollama then answers 200 with no body
+    with pytest.raises(openai.InternalServerError) as info:
+        clients.openai.audio.transcriptions.create(model=MODEL, file=("speech.wav", WAV))
+    assert info.value.status_code == 502 and "without a body" in info.value.body["message"]
+    text = send(service.url, fields={"model": MODEL, "response_format": "text"})
+    assert text.status_code == 200 and text.content == b""  # as Ollama says it: a silent recording reads the same
+    double.configure(error_after_tokens=None, missing_routes=[PATH])  # Ollama before 0.20.0: gin's plain-text 404
     with pytest.raises(openai.NotFoundError) as info:
         clients.openai.audio.transcriptions.create(model=MODEL, file=("speech.wav", WAV))
     assert "upgrade Ollama" in info.value.body["message"]
