@@ -27,6 +27,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 MEDIA_TYPE = "multipart/form-data"
 # The fields the service reads itself (the first value of each, as FormValue).
 READ = ("model", "response_format")
+# Go's ReadForm reads at most 1000 parts ("multipart: message too large" beyond). Here it also bounds the time one
+# body can take: each part costs a few Python callbacks, and 20 MiB of empty parts would block the loop for seconds.
+MAX_PARTS = 1000
 # RFC 2046 section 5.1.1: 1 to 70 of these, not ending with a space. Nothing here needs escaping inside quotes.
 _BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 # python-multipart logs a warning for every malformed body before raising; the client gets that as a 400 and the
@@ -62,8 +65,12 @@ def read(content_type: str | None, body: bytes) -> Upload:
     separator = boundary(content_type)
     fields: dict[str, str] = {}
     part: dict = {}
+    parts: list[None] = []
 
     def part_begin() -> None:
+        parts.append(None)
+        if len(parts) > MAX_PARTS:
+            raise FormError("multipart: message too large")
         part.clear()
         part.update(headers=[], field=b"", value=b"", chunks=None)
 

@@ -8,7 +8,8 @@ FormValue and FormFile (golang/go src/net/http/request.go, src/mime/multipart/fo
     otherwise a value;
   * Request.Form holds the query string's values first, then the multipart values (ParseForm, then
     ParseMultipartForm appends), so FormValue returns a field's query value when the query has one;
-  * FormFile returns the first file of a name, or ErrMissingFile ("http: no such file").
+  * FormFile returns the first file of a name, or ErrMissingFile ("http: no such file");
+  * ReadForm reads at most 1000 parts (ErrMessageTooLarge: "multipart: message too large").
 The body is split with python-multipart. Where a malformed body makes Go fail, the message after
 "failed to parse multipart form: " is python-multipart's, not Go's; Go's decoding of RFC 2231 `name*=` parameters
 and quoted-printable parts is not played (the service never relies on either).
@@ -23,6 +24,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 MISSING_FILE = "http: no such file"
+MAX_PARTS = 1000  # ReadForm's maxParts: ErrMessageTooLarge beyond
 
 
 @dataclass
@@ -52,8 +54,12 @@ def parse(content_type: str | None, body: bytes, query: str) -> Form:
         raise ValueError("no multipart boundary param in Content-Type")
     form = Form(values={k: list(v) for k, v in parse_qs(query, keep_blank_values=True).items()})
     part: dict = {}
+    parts: list[None] = []
 
     def part_begin() -> None:
+        parts.append(None)
+        if len(parts) > MAX_PARTS:
+            raise ValueError("multipart: message too large")
         part.clear()
         part.update(headers=[], field=b"", value=b"", data=[])
 

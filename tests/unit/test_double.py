@@ -203,6 +203,12 @@ def test_transcription_form_is_read_as_go_reads_it(double, http):
     # A part without a filename is a value, not a file.
     assert error(transcribe(http, files={"file": (None, WAV)})) == (400, "file is required: http: no such file")
     assert error(transcribe(http, files={"file": ("a.wav", b"")})) == (400, "audio file is empty")
+    too_many = [("file", ("a.wav", WAV))] + [("x", (None, ""))] * 999  # with the model: 1001 parts
+    assert error(transcribe(http, files=too_many)) == (
+        400,
+        "failed to parse multipart form: multipart: message too large",
+    )
+    assert transcribe(http, files=too_many[:-1]).is_success  # ReadForm takes 1000
     # FormValue: the first value, and the query's values before the form's.
     assert transcribe(
         http, files=[("file", ("a.wav", WAV)), ("model", (None, MODEL)), ("model", (None, "x"))]

@@ -77,8 +77,9 @@ def test_a_model_outside_the_allowlist_is_refused_and_not_forwarded(clients: Cli
             "malformed",
         ),
         ({"files": {"file": ("a.wav", WAV)}}, "model is required"),
+        ({"files": [("model", (None, MODEL))] + [("x", (None, ""))] * 1000}, "multipart: message too large"),
     ],
-    ids=["json", "no-boundary", "malformed", "no-model"],
+    ids=["json", "no-boundary", "malformed", "no-model", "1001-parts"],
 )
 def test_unreadable_uploads_are_400_and_not_forwarded(service, double, request_args, message):
     resp = httpx.post(service.url + PATH, **request_args)
