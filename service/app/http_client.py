@@ -124,12 +124,16 @@ class OllamaClient:
         body: bytes | None = None,
         read_timeout: float | None = None,
         on_connected: Callable[[], None] | None = None,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
     ) -> aiohttp.ClientResponse:
         """Send a request and wait for the status line and headers; the caller reads the body, then closes.
 
         `read_timeout` replaces OLLAMA_READ_TIMEOUT for this request. `on_connected` is called once connecting is
-        over (a new connection made or a pooled one taken). Raises aiohttp.ClientError (Upstream.map_exception
-        says what each means). Cancellation closes the connection (aiohttp does that).
+        over (a new connection made or a pooled one taken). `content_type` is the body's (JSON but for the
+        transcription upload), `params` a query string (the transcription's model, forms.py). Raises
+        aiohttp.ClientError (Upstream.map_exception says what each means). Cancellation closes the connection
+        (aiohttp does that).
         """
         kwargs = {} if read_timeout is None else {"timeout": timeouts(self.settings, read_timeout)}
         while True:
@@ -140,7 +144,8 @@ class OllamaClient:
                     method,
                     self.url(path),
                     # A ready payload carries its Content-Type: no per-request header merging.
-                    data=None if body is None else aiohttp.BytesPayload(body, content_type="application/json"),
+                    data=None if body is None else aiohttp.BytesPayload(body, content_type=content_type),
+                    params=params,
                     allow_redirects=False,
                     **kwargs,
                 )

@@ -118,7 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     # Metric labels: the known route templates (anything else is counted as "other").
     routes = frozenset([app.openapi_url, *(route.path for route in router.routes)])
-    app.add_middleware(RequestContext, metrics=metrics, routes=routes)
+    templates = tuple((route.path_regex, route.path) for route in router.routes if "{" in route.path)
+    app.add_middleware(RequestContext, metrics=metrics, routes=routes, templates=templates)
     return app
 
 

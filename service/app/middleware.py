@@ -31,17 +31,21 @@ class RequestContext:
 
     QUIET_PATHS = frozenset({"/health"})
 
-    def __init__(self, app, metrics: Metrics, routes: frozenset[str]) -> None:
+    def __init__(self, app, metrics: Metrics, routes: frozenset[str], templates: tuple = ()) -> None:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        self.templates = templates  # (compiled path pattern, "/api/blobs/{digest}") of the routes with a parameter
         self._children: dict[tuple[str, str, int], tuple] = {}
 
     def route_label(self, path: str) -> str:
+        """The route's path, or its template for a route with a parameter; "other" for anything else (a bounded set
+        of labels, whatever paths clients make up)."""
         if path in self.routes:
             return path
-        if path.startswith("/api/blobs/"):
-            return "/api/blobs/{digest}"
+        for pattern, template in self.templates:
+            if pattern.match(path):
+                return template
         return "other"
 
     async def __call__(self, scope, receive, send) -> None:

@@ -5,16 +5,20 @@ Probes:             GET /health (liveness, no upstream call), GET /ready (Ollama
 Ollama API:         GET|HEAD /, GET|HEAD /api/version, GET|HEAD /api/tags, GET /api/ps, POST /api/show,
                     POST /api/chat, POST /api/generate, POST /api/embed, POST /api/embeddings (legacy)
 OpenAI-compatible:  POST /v1/chat/completions, POST /v1/completions, POST /v1/responses (stateless Responses API,
-                    Ollama >= 0.13.3), POST /v1/embeddings, GET /v1/models, GET /v1/models/{model}
+                    Ollama >= 0.13.3), POST /v1/embeddings, GET /v1/models, GET /v1/models/{model},
+                    POST /v1/audio/transcriptions (multipart upload, Ollama >= 0.20.0)
 Anthropic-compat.:  POST /v1/messages
-Refused:            model management (pull, push, create, copy, delete, blobs) -> 403, never forwarded
+Refused:            model management (pull, push, create, copy, delete, blobs) and Ollama's account and cloud routes
+                    (status, me, signout, user keys, experimental web search/fetch and model recommendations)
+                    -> 403, never forwarded
 Operations:         GET /metrics (Prometheus), GET /openapi.json
 Anything else is a 404 in the route family's error format, a known path with another method a 405 whose Allow
 header lists the path's methods (main.py). Every route is forwarded to Ollama's route of the same path, not
 translated: Ollama's own /v1 layers do the OpenAI and Anthropic formats.
 
-The load-carrying routes (generations and embeddings, `FORWARDS`) go through a concurrency gate (embeddings have
-their own) and stream via upstream.Generation; they are served by FastLane. The others are plain forwards.
+The load-carrying routes (generations, the transcription upload and embeddings) go through a concurrency gate
+(embeddings have their own) and stream via upstream.Generation; they are served by FastLane. The others are plain
+forwards.
 Middleware (request id, logs, CORS, JWT, rate limit) is in middleware.py and wired in main.py.
 """
 
@@ -29,7 +33,7 @@ from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
-from . import bodies, schemas
+from . import bodies, forms, schemas
 from .config import Settings, normalize_model
 from .errors import error_response
 from .limits import ConcurrencyGate
@@ -48,6 +52,22 @@ MANAGEMENT_ROUTES = (
     ("/api/blobs/{digest}", "POST"),
 )
 MANAGEMENT_REFUSAL = "model management is disabled on this server; manage models on the host with the ollama CLI"
+# Ollama's account and cloud routes act as the ollama.com account the host is signed in to: who it is, signing it
+# out (its deprecated DELETE form included), web search and fetch proxied through ollama.com with its key, model
+# recommendations from its cloud cache. /api/status only reads, but what it reports is the host's cloud policy
+# (api.StatusResponse: cloud disabled or not, and by env or config), which says nothing true about this server:
+# through it cloud models are never served and every cloud route is refused. Refused, Ollama's own clients take the
+# policy as unknown (cmd/launch/models.go) or fail closed (app/tools/cloud_policy.go).
+ACCOUNT_ROUTES = (
+    ("/api/status", "GET"),
+    ("/api/me", "POST"),
+    ("/api/signout", "POST"),
+    ("/api/user/keys/{encodedKey}", "DELETE"),
+    ("/api/experimental/web_search", "POST"),
+    ("/api/experimental/web_fetch", "POST"),
+    ("/api/experimental/model-recommendations", "GET"),
+)
+ACCOUNT_REFUSAL = "Ollama account and cloud features are disabled on this server"
 
 # The load-carrying routes: path -> does it stream when the body has no `stream` (None: never streams).
 # Ollama's own routes stream by default (docs/api.md); OpenAI's and Anthropic's APIs only when asked.
@@ -60,6 +80,10 @@ GENERATIONS = {
     "/v1/messages": False,
 }
 EMBEDDINGS = ("/api/embed", "/api/embeddings", "/v1/embeddings")
+# Ollama runs a transcription as a chat of the (audio-capable) chat model (openai/openai.go FromTranscriptionRequest):
+# it takes the generation gate and the chat allowlist. It never streams, and Ollama reads no field the request
+# policy governs there (keep_alive, num_ctx, a token limit).
+TRANSCRIPTIONS = "/v1/audio/transcriptions"
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -143,14 +167,24 @@ def build_router(
     responses = schemas.Responses(settings)
 
     # ---- helpers -------------------------------------------------------------------------------------------
+    def too_large(path: str) -> Response:
+        metrics.rejected.labels("too_large").inc()
+        message = f"request body too large: this server accepts at most {limit} bytes (MAX_REQUEST_BYTES)"
+        return error_response(path, 413, message)
+
+    def not_served(path: str, model: str, models: frozenset[str]) -> Response:
+        metrics.rejected.labels("model").inc()
+        # 404 like Ollama's own "model 'x' not found", so clients treat it as a missing model.
+        names = [m for m in served_names if normalize_model(m) in models]
+        message = f"model '{model}' not found; this server serves: {', '.join(names)}"
+        return error_response(path, 404, message, code="model_not_found", param="model")
+
     async def read_request(request: Request, models: frozenset[str]) -> tuple[bytes, dict, str] | Response:
         """The raw body, its JSON object and the model; an error Response when they are unusable."""
         path = request.scope["path"]
         body = await read_body(request, limit)
         if body is None:
-            metrics.rejected.labels("too_large").inc()
-            message = f"request body too large: this server accepts at most {limit} bytes (MAX_REQUEST_BYTES)"
-            return error_response(path, 413, message)
+            return too_large(path)
         try:
             payload = json.loads(body)
         except ValueError:
@@ -166,11 +200,7 @@ def build_router(
         if not isinstance(model, str) or not model.strip():
             return error_response(path, 400, "model is required", param="model")
         if normalize_model(model) not in models:
-            metrics.rejected.labels("model").inc()
-            # 404 like Ollama's own "model 'x' not found", so clients treat it as a missing model.
-            names = [m for m in served_names if normalize_model(m) in models]
-            message = f"model '{model}' not found; this server serves: {', '.join(names)}"
-            return error_response(path, 404, message, code="model_not_found", param="model")
+            return not_served(path, model, models)
         refused = bodies.problem(path, payload)
         if refused is not None:
             return error_response(path, 400, refused[0], param=refused[1])
@@ -251,6 +281,49 @@ def build_router(
             responses=responses.forwarding(route.path, route.stream_default),
         )
         fast_lane[("POST", route.path)] = handler
+
+    transcription = Forward(TRANSCRIPTIONS, None, allowed, gates["generation"])
+
+    async def transcribe(request: Request) -> Response:
+        body = await read_body(request, limit)
+        if body is None:
+            return too_large(TRANSCRIPTIONS)
+        try:
+            upload = forms.read(request.headers.get("content-type"), body)
+        except forms.FormError as err:
+            return error_response(TRANSCRIPTIONS, 400, f"failed to parse multipart form: {err}")
+        model = upload.fields.get("model", "")
+        if not model.strip():
+            return error_response(TRANSCRIPTIONS, 400, "model is required", param="model")
+        if normalize_model(model) not in allowed:
+            return not_served(TRANSCRIPTIONS, model, allowed)
+        # Ollama answers response_format=text as plain text, anything else as {"text": ...} (middleware/openai.go).
+        text = upload.fields.get("response_format") == "text"
+        return Generation(
+            upstream,
+            transcription,
+            body=body,
+            model=model,
+            stream=False,
+            started=time.perf_counter(),
+            content_type=upload.content_type,
+            params={"model": model},  # what Ollama reads as the model, whatever the body says (forms.py)
+            keepalive_type=b"text/plain; charset=utf-8" if text else b"application/json",
+            # Ollama's TranscriptionWriter drops an error that comes after the first piece and ends the answer
+            # empty; a JSON transcript is never empty, an empty text one can be (silence).
+            empty_is_failure=not text,
+        )
+
+    router.add_api_route(
+        TRANSCRIPTIONS,
+        transcribe,
+        methods=["POST"],
+        tags=["openai"],
+        name="v1_audio_transcriptions",
+        openapi_extra=schemas.upload_body(settings.allowed_models),
+        responses=responses.transcription(),
+    )
+    fast_lane[("POST", TRANSCRIPTIONS)] = transcribe
 
     # ---- probes and operations -----------------------------------------------------------------------------
     @router.get("/health", tags=["probes"], responses=responses.health())
@@ -334,24 +407,28 @@ def build_router(
     async def v1_model(request: Request) -> Response:
         model = request.path_params["model"]  # declared in the schema by openapi_extra (with the served enum)
         if normalize_model(model) not in served:
-            metrics.rejected.labels("model").inc()
-            message = f"model '{model}' not found; this server serves: {', '.join(served_names)}"
-            return error_response(request.scope["path"], 404, message, code="model_not_found", param="model")
+            return not_served(request.scope["path"], model, served)
         resp = await forward(request, path="/v1/models/" + quote(model, safe=":"))
         return passthrough(resp, request.scope["path"]) if isinstance(resp, Reply) else resp
 
     # ---- refused -------------------------------------------------------------------------------------------
-    async def refused(request: Request) -> Response:
-        return error_response(request.scope["path"], 403, MANAGEMENT_REFUSAL)
+    def refusal(message: str) -> Handler:
+        async def refused(request: Request) -> Response:
+            return error_response(request.scope["path"], 403, message)
 
-    for path, method in MANAGEMENT_ROUTES:
-        router.add_api_route(
-            path,
-            refused,
-            methods=[method],
-            tags=["refused"],
-            name=f"refused_{method}_{path}",
-            openapi_extra=schemas.digest_parameter() if "{digest}" in path else None,
-            responses=responses.refused(),
-        )
+        return refused
+
+    for routes, message in ((MANAGEMENT_ROUTES, MANAGEMENT_REFUSAL), (ACCOUNT_ROUTES, ACCOUNT_REFUSAL)):
+        handler = refusal(message)
+        for path, method in routes:
+            router.add_api_route(
+                path,
+                handler,
+                methods=[method],
+                status_code=403,  # the only answer: no default 200 in the document
+                tags=["refused"],
+                name=f"refused_{method}_{path}",
+                openapi_extra=schemas.refused_path_parameter(path),
+                responses=responses.refused(message),
+            )
     return router, fast_lane

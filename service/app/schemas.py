@@ -608,8 +608,59 @@ def model_parameter(models: list[str]) -> dict:
     return _path_parameter("model", _model(models), "A model this server serves")
 
 
-def digest_parameter() -> dict:
-    return _path_parameter("digest", STRING, "The blob's digest, sha256:<hex> (never reaches Ollama here)")
+_REFUSED_PARAMETERS = {
+    "digest": "The blob's digest, sha256:<hex> (never reaches Ollama here)",
+    "encodedKey": "The public key to remove from the signed-in account (never reaches Ollama here)",
+}
+
+
+def refused_path_parameter(path: str) -> dict | None:
+    """The path parameter of a refused route, if it has one."""
+    for name, description in _REFUSED_PARAMETERS.items():
+        if "{" + name + "}" in path:
+            return _path_parameter(name, STRING, description)
+    return None
+
+
+# ---- the transcription upload (ollama/ollama middleware/openai.go TranscriptionMiddleware) -------------------------
+# Go's FormValue reads every field as text, so no value of the text fields is refused (no `type` here: whatever a
+# client encodes into a part is that text); only an empty or missing file is. The fields OpenAI's API has beyond
+# these (temperature, timestamp_granularities[], include[], stream, chunking_strategy) are accepted and ignored, and
+# the answer is never streamed.
+_UPLOAD = _obj(
+    {
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "minLength": 1,
+            "description": "The audio, a file part, not empty (Ollama hears WAV and MP3, told apart by their first "
+            "bytes)",
+        },
+        "language": {"description": 'Text appended to the instruction: "The audio is in <language>."'},
+        "prompt": {"description": "Text appended to the instruction as context"},
+        "response_format": {
+            "description": "text: the transcript as plain text; anything else (json, verbose_json, srt, vtt): "
+            '{"text": ...}',
+        },
+    },
+    ("file",),
+)
+
+
+def upload_body(models: list[str]) -> dict:
+    schema = {**_UPLOAD, "properties": {"model": _model(models), **_UPLOAD["properties"]}}
+    schema["required"] = ["model", *_UPLOAD["required"]]
+    description = (
+        "Read as Go's net/http reads a form: the first value of each field; `file` must be a file part (with a "
+        "filename). The body is forwarded as sent; at most MAX_REQUEST_BYTES."
+    )
+    return {
+        "requestBody": {
+            "required": True,
+            "description": description,
+            "content": {"multipart/form-data": {"schema": schema}},
+        }
+    }
 
 
 # ---- responses --------------------------------------------------------------------------------------------------
@@ -651,7 +702,7 @@ class Responses:
         self.jwt = settings.jwt_enabled
         self.rate_limited = settings.rate_limit_per_minute > 0
 
-    def _errors(self, path: str, statuses: list[int]) -> dict:
+    def _errors(self, path: str, statuses: list[int], why: dict[int, str] | None = None) -> dict:
         out = {}
         limited = path.startswith(("/api/", "/v1/"))
         extra = ([401, 403] if self.jwt and path != "/health" else []) + (
@@ -659,7 +710,7 @@ class Responses:
         )
         for status in sorted(set(statuses + extra)):
             entry: dict = {
-                "description": _WHY.get(status, "Error"),
+                "description": (why or {}).get(status) or _WHY.get(status, "Error"),
                 "content": {"application/json": {"schema": _ERROR_SCHEMAS[family(path)]}},
             }
             if status in (429, 503):
@@ -680,6 +731,19 @@ class Responses:
         statuses = [400, 404, 413, 502, 503, 504]
         description = "Ollama's answer (streamed when `stream` is true), passed through unchanged"
         return {**self._ok(description, media), **self._errors(path, statuses)}
+
+    def transcription(self) -> dict:
+        # Ollama commits its headers at the first piece of the transcript (the chat underneath streams; gin flushes
+        # after each), so a transcript of more than one piece comes as application/x-ndjson, whatever the format.
+        text = {"type": "object", "properties": {"text": STRING}, "required": ["text"]}
+        media = {
+            "application/json": {"schema": text},
+            "application/x-ndjson": {"schema": text},
+            "text/plain": {"schema": STRING},
+        }
+        ok = self._ok('The transcript: {"text": ...}, or plain text for response_format=text', media)
+        why = {400: "Not a multipart/form-data body, no model, or no file (or an empty one)"}
+        return {**ok, **self._errors("/v1/audio/transcriptions", [400, 404, 413, 502, 503, 504], why)}
 
     def plain(self, path: str = "/api/tags") -> dict:
         ok = self._ok(
@@ -709,10 +773,10 @@ class Responses:
         ok = self._ok("Prometheus text exposition format", {"text/plain": {"schema": STRING}})
         return {**ok, **self._errors("/metrics", [])}
 
-    def refused(self) -> dict:
+    def refused(self, message: str) -> dict:
         forbidden = {
             403: {
-                "description": "Model management is never forwarded to Ollama",
+                "description": f"Never forwarded to Ollama: {message}",
                 "content": {"application/json": {"schema": _ERROR_SCHEMAS[OLLAMA]}},
             }
         }

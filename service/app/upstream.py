@@ -188,9 +188,26 @@ class Generation(Response):
     upstream request is closed at once, which makes Ollama stop generating), and when streaming, sends a first
     empty chunk if Ollama is silent for FIRST_CHUNK_DEADLINE. At the end it reads the token counts from the last
     bytes of the answer (tokens.py).
+
+    A body other than JSON (the transcription upload) names its `content_type` and the query `params` that go with
+    it, and `keepalive_type`, the content type of the answer a client gets when keep-alive spaces must begin it.
+    `empty_is_failure`: a 200 without a body is Ollama's way of failing this answer (a 502 here).
     """
 
-    def __init__(self, upstream: Upstream, route: Forward, *, body: bytes, model: str, stream: bool, started: float):
+    def __init__(
+        self,
+        upstream: Upstream,
+        route: Forward,
+        *,
+        body: bytes,
+        model: str,
+        stream: bool,
+        started: float,
+        content_type: str = "application/json",
+        params: dict[str, str] | None = None,
+        keepalive_type: bytes = b"application/json",
+        empty_is_failure: bool = False,
+    ):
         self.upstream = upstream
         self.gate = route.gate
         self.path = route.path
@@ -198,6 +215,10 @@ class Generation(Response):
         self.model = model
         self.stream = stream
         self.started = started
+        self.content_type = content_type
+        self.params = params
+        self.keepalive_type = keepalive_type
+        self.empty_is_failure = empty_is_failure
         self.background = None  # FastAPI attaches background tasks to a returned Response
 
     async def __call__(self, scope, receive, send) -> None:
@@ -267,7 +288,7 @@ class Generation(Response):
                 await asyncio.wait((exchange,), timeout=settings.nonstream_keepalive_after)
                 while not exchange.done():
                     if not committed:
-                        headers = [(b"content-type", b"application/json"), *STREAM_HEADERS]
+                        headers = [(b"content-type", self.keepalive_type), *STREAM_HEADERS]
                         await send({"type": "http.response.start", "status": 200, "headers": headers})
                         committed = True
                     await send({"type": "http.response.body", "body": b" ", "more_body": True})
@@ -286,6 +307,10 @@ class Generation(Response):
             if status >= 500:
                 self.upstream.metrics.upstream_errors.labels("status_5xx").inc()
                 await self._fail(send, committed, 502, f"Ollama answered {status}: {upstream_message(content)}")
+            elif status == 200 and not content and self.empty_is_failure:
+                self.upstream.metrics.upstream_errors.labels("stream").inc()
+                message = "Ollama answered 200 without a body: the model failed after it began (Ollama's log says why)"
+                await self._fail(send, committed, 502, message)
             else:
                 if status == 200:
                     self._account(content[-tokens.TAIL :])
@@ -304,7 +329,9 @@ class Generation(Response):
     async def _exchange(self) -> tuple[int, bytes, str]:
         """Wait for a slot, then send the request and read Ollama's whole answer: (status, body, content type)."""
         await self._acquire()
-        resp = await self.upstream.client.send("POST", self.path, self.body)
+        resp = await self.upstream.client.send(
+            "POST", self.path, self.body, content_type=self.content_type, params=self.params
+        )
         try:
             content = await resp.read()
         finally:
@@ -319,7 +346,14 @@ class Generation(Response):
         `self._connected` resolves once connecting to Ollama is over.
         """
         await self._acquire()
-        resp = await self.upstream.client.send("POST", self.path, self.body, on_connected=self._mark_connected)
+        resp = await self.upstream.client.send(
+            "POST",
+            self.path,
+            self.body,
+            on_connected=self._mark_connected,
+            content_type=self.content_type,
+            params=self.params,
+        )
         try:
             if resp.status != 200:
                 return resp, None, await resp.read()

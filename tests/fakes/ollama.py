@@ -59,7 +59,7 @@ from urllib.parse import unquote
 
 import uvicorn
 
-from tests.fakes import ollama_sched, ollama_types
+from tests.fakes import go_forms, ollama_sched, ollama_types
 from tests.fakes.ollama_sched import ServerBusy
 
 try:  # uvloop is a runtime dependency of the service; fall back to asyncio's loop if it is missing.
@@ -79,6 +79,8 @@ _CONTROL_PREFIX = "/_double/"
 _GENERATION_PATHS = frozenset(
     {"/api/chat", "/api/generate", "/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"}
 )
+# Routes whose body is a multipart form, not JSON.
+_FORM_PATHS = frozenset({"/v1/audio/transcriptions"})
 _MANAGEMENT_ROUTES = {
     ("POST", "/api/pull"),
     ("POST", "/api/push"),
@@ -449,6 +451,7 @@ class _App:
             ("POST", "/v1/responses"): self._responses,
             ("POST", "/v1/embeddings"): self._openai_embeddings,
             ("POST", "/v1/messages"): self._anthropic_messages,
+            ("POST", "/v1/audio/transcriptions"): self._transcription,
             ("GET", "/v1/models"): self._openai_models,
         }
 
@@ -511,6 +514,9 @@ class _App:
                 await out.text(405, "405 method not allowed")
             else:
                 await out.text(404, "404 page not found")  # what Ollama's gin router answers
+            return
+        if path in _FORM_PATHS:  # the handler reads the form before anything else, injected failures included
+            await handler(cfg=cfg, rec=rec, receive=receive, out=out)
             return
         is_api = path.startswith(("/api/", "/v1/"))
         # Generation routes fail after first_token_delay instead (see _failed_generation).
@@ -1384,6 +1390,69 @@ class _App:
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
         await self._embedding_answer(cfg, rec, receive, out, answer, _Job(model))
+
+    # -- transcription --
+    async def _transcription(self, cfg: DoubleConfig, rec: RecordedRequest, receive: Receive, out: _Responder) -> None:
+        """POST /v1/audio/transcriptions as ollama/ollama v0.33 plays it (middleware/openai.go TranscriptionMiddleware
+        and TranscriptionWriter over server/routes.go ChatHandler): the form read as Go reads it (go_forms.py), the
+        audio and instruction turned into a streamed chat of the model, whose pieces the writer collects; at the end
+        it writes {"text": <trimmed transcript>} (json.Encoder: a trailing newline) or, for response_format=text,
+        the bare text. Errors before the answer are OpenAI's error objects (BaseWriter.writeError). The double
+        transcribes any non-empty file (its tokens are the transcript); it decodes no audio."""
+        try:
+            form = go_forms.parse(rec.headers.get("content-type"), rec.raw, rec.query)
+        except ValueError as exc:
+            await self._error(out, rec.path, 400, f"failed to parse multipart form: {exc}")
+            return
+        if not form.value("model"):
+            await self._error(out, rec.path, 400, "model is required")
+            return
+        try:
+            audio = form.file("file")
+        except ValueError as exc:
+            await self._error(out, rec.path, 400, f"file is required: {exc}")
+            return
+        if not audio:
+            await self._error(out, rec.path, 400, "audio file is empty")
+            return
+        model = await self._start_generation(cfg, {"model": form.value("model")}, rec, receive, out)
+        if model is None:
+            return
+        plan = self._plan(cfg, {}, None, "What exact words are spoken in this audio?")
+        as_text = form.value("response_format") == "text"
+
+        def transcript() -> bytes:
+            text = "".join(plan.pieces).strip(ollama_types.GO_SPACE)  # strings.TrimSpace
+            return text.encode() if as_text else _dumps({"text": text})
+
+        async def answer() -> None:
+            await asyncio.sleep(cfg.first_token_delay)
+            if cfg.error_after_tokens == 0:  # the error is the chat's first value: ChatHandler's 500, rewritten
+                await self._error(out, rec.path, 500, cfg.fail_with)
+                return
+            if not plan.pieces:  # the done chunk comes first: the writer sets its own Content-Type before writing
+                ctype = b"text/plain" if as_text else b"application/json"
+                await out.start(200, [(b"content-type", ctype)])
+                await out.body(transcript(), last=True)
+                return
+            # streamResponse's Content-Type, committed by gin's Flush after the first piece.
+            await out.start(200, _NDJSON)
+            pieces = len(plan.pieces)
+            if cfg.error_after_tokens is not None:
+                pieces = min(pieces, cfg.error_after_tokens)
+            for i in range(pieces):
+                if i:
+                    await asyncio.sleep(cfg.token_delay)
+                rec.chunks_sent += 1
+            if cfg.error_after_tokens is not None:
+                # The error reaches the writer after its headers: it reads as a chat chunk that is not done, and the
+                # stream ends there, so the answer ends empty (status 200).
+                await out.body(b"", last=True)
+                return
+            await out.body(transcript(), last=True)
+
+        # A chat of the model: it waits for the model and one of its slots like any other generation.
+        await self._scheduled(_Job(model), rec, receive, out, answer)
 
     @staticmethod
     async def _run_cancellable(receive: Receive, rec: RecordedRequest, produce: Callable[[], Awaitable[None]]) -> None:

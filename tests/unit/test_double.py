@@ -148,6 +148,98 @@ def test_openai_sse_framing(http):
     assert json.loads(events[0][6:])["object"] == "chat.completion.chunk"
 
 
+# -- /v1/audio/transcriptions (middleware/openai.go TranscriptionMiddleware over ChatHandler) --
+
+WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(32)  # a WAV header: what Ollama hears as audio
+
+
+def transcribe(http, files=None, data=None, **kwargs) -> httpx.Response:
+    files = {"file": ("speech.wav", WAV)} if files is None else files
+    return http.post("/v1/audio/transcriptions", files=files, data={"model": MODEL} if data is None else data, **kwargs)
+
+
+def test_openai_client_transcribes(double):
+    client = openai.OpenAI(base_url=f"{double.url}/v1", api_key="unused", max_retries=0)
+    assert client.audio.transcriptions.create(model=MODEL, file=("speech.wav", WAV)).text == expected_text(5)
+    as_text = client.audio.transcriptions.create(model=MODEL, file=("speech.wav", WAV), response_format="text")
+    assert as_text == expected_text(5)
+    with pytest.raises(openai.NotFoundError) as err:
+        client.audio.transcriptions.create(model="ghost", file=("speech.wav", WAV))
+    assert err.value.body == {
+        "message": "model 'ghost' not found",
+        "type": "not_found_error",
+        "param": None,
+        "code": None,
+    }
+    assert [r.headers["content-type"].split(";")[0] for r in double.requests] == ["multipart/form-data"] * 3
+
+
+def test_transcription_answer_as_ollama_writes_it(double, http):
+    r = transcribe(http)  # streamResponse's type is out with the first piece; the writer adds its object at the end
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
+    assert r.content == b'{"text":"tok0 tok1 tok2 tok3 tok4"}\n'
+    r = transcribe(http, data={"model": MODEL, "response_format": "text"})
+    assert r.headers["content-type"] == "application/x-ndjson" and r.content == b"tok0 tok1 tok2 tok3 tok4"
+    double.configure(token_count=0)  # the done chunk first: the writer's own type goes out
+    r = transcribe(http)
+    assert r.headers["content-type"] == "application/json" and r.content == b'{"text":""}\n'
+    r = transcribe(http, data={"model": MODEL, "response_format": "text"})
+    assert r.headers["content-type"] == "text/plain" and r.content == b""
+    assert double.requests[0].chunks_sent == 5
+
+
+def test_transcription_form_is_read_as_go_reads_it(double, http):
+    def error(r: httpx.Response) -> tuple[int, str]:
+        body = r.json()["error"]
+        assert set(body) == {"message", "type", "param", "code"}
+        return r.status_code, body["message"]
+
+    assert error(http.post("/v1/audio/transcriptions", json={"model": MODEL})) == (
+        400,
+        "failed to parse multipart form: request Content-Type isn't multipart/form-data",
+    )
+    assert error(transcribe(http, data={})) == (400, "model is required")
+    assert error(transcribe(http, files={"other": ("a.wav", WAV)})) == (400, "file is required: http: no such file")
+    # A part without a filename is a value, not a file.
+    assert error(transcribe(http, files={"file": (None, WAV)})) == (400, "file is required: http: no such file")
+    assert error(transcribe(http, files={"file": ("a.wav", b"")})) == (400, "audio file is empty")
+    too_many = [("file", ("a.wav", WAV))] + [("x", (None, ""))] * 999  # with the model: 1001 parts
+    assert error(transcribe(http, files=too_many)) == (
+        400,
+        "failed to parse multipart form: multipart: message too large",
+    )
+    assert transcribe(http, files=too_many[:-1]).is_success  # ReadForm takes 1000
+    # FormValue: the first value, and the query's values before the form's.
+    assert transcribe(
+        http, files=[("file", ("a.wav", WAV)), ("model", (None, MODEL)), ("model", (None, "x"))]
+    ).is_success
+    assert error(transcribe(http, params={"model": "ghost"})) == (404, "model 'ghost' not found")
+    assert transcribe(http, data={"model": "ghost"}, params={"model": MODEL}).is_success
+    assert all(r.path == "/v1/audio/transcriptions" for r in double.requests)
+
+
+def test_transcription_failures(double, http):
+    double.configure(status=500, fail_with="boom", first_token_delay=0.3)
+    assert transcribe(http, files={}).status_code == 400  # the form is read before anything else
+    start = time.monotonic()
+    r = transcribe(http)  # like a model that fails to load
+    assert r.status_code == 500 and r.json()["error"] == {
+        "message": "boom",
+        "type": "api_error",
+        "param": None,
+        "code": None,
+    }
+    assert time.monotonic() - start >= 0.25
+    double.configure(status=200, first_token_delay=0, error_after_tokens=0)  # the chat's first value is the error
+    r = transcribe(http)
+    assert r.status_code == 500 and r.json()["error"]["message"] == "boom"
+    double.configure(error_after_tokens=2)  # after the first piece the writer swallows the error: 200, no body
+    r = transcribe(http)
+    assert r.status_code == 200 and r.content == b"" and double.requests[-1].chunks_sent == 2
+    double.configure(error_after_tokens=None, missing_routes=["/v1/audio/transcriptions"])  # Ollama before 0.20.0
+    assert transcribe(http).text == "404 page not found"
+
+
 # -- shapes straight off the wire --
 
 

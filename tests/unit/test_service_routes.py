@@ -167,6 +167,33 @@ def test_model_management_is_refused_and_not_forwarded(client, double, method, p
     assert double.requests == []
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/status"),
+        ("POST", "/api/me"),
+        ("POST", "/api/signout"),
+        ("DELETE", "/api/user/keys/c3NoLWVkMjU1MTkgQUFBQQ"),
+        ("POST", "/api/experimental/web_search"),
+        ("POST", "/api/experimental/web_fetch"),
+        ("GET", "/api/experimental/model-recommendations"),
+    ],
+)
+def test_account_and_cloud_routes_are_refused_and_not_forwarded(client, double, method, path):
+    body = {"query": "weather in Paris", "url": "https://example.com"} if method == "POST" else None
+    resp = client.request(method, path, json=body)
+    assert resp.status_code == 403
+    assert resp.json() == {"error": "Ollama account and cloud features are disabled on this server"}
+    assert double.requests == []
+
+
+def test_refused_routes_are_labelled_by_their_template(client, double):
+    client.delete("/api/user/keys/a-key")
+    client.delete("/api/user/keys/another-key")
+    metrics = client.get("/metrics").text
+    assert 'route="/api/user/keys/{encodedKey}"' in metrics and "another-key" not in metrics
+
+
 def test_unknown_paths_are_404_in_family_format(client, double):
     assert client.get("/api/nothing").json() == {"error": "Not Found"}
     assert client.get("/v1/nothing").json()["error"]["message"] == "Not Found"
@@ -310,3 +337,12 @@ def test_openapi_lists_the_surface(client):
         assert path in paths
     schema = paths["/api/chat"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert schema["properties"]["model"]["enum"] == [MODEL]
+    upload = paths["/v1/audio/transcriptions"]["post"]
+    form = upload["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["model", "file"] and form["properties"]["model"]["enum"] == [MODEL]
+    assert form["properties"]["file"]["format"] == "binary"
+    assert set(upload["responses"]) == {"200", "400", "404", "413", "502", "503", "504"}
+    assert set(upload["responses"]["200"]["content"]) == {"application/json", "application/x-ndjson", "text/plain"}
+    assert "Retry-After" in upload["responses"]["503"]["headers"]
+    for path, method in (("/api/status", "get"), ("/api/user/keys/{encodedKey}", "delete"), ("/api/me", "post")):
+        assert set(paths[path]) == {method} and set(paths[path][method]["responses"]) == {"403"}
