@@ -21,7 +21,7 @@ from tests.e2e.conftest import in_the_registry
 from tests.e2e.harness import TESTBED, flat
 from tests.role_plugins import role_plugin
 
-DROP_IN = TESTBED / "ssh" / "sshd_config.d" / "50-local-llm-server.conf"
+DROP_IN = TESTBED / "ssh" / "sshd_config.d" / "000-local-llm-server.conf"
 DEPLOY_KEYS = Path("/home/deploy/.ssh/authorized_keys")
 CLOUDFLARED_DIR = Path("/home/deploy/.cloudflared")
 # A model Ollama has that the inventory does not name: set-up leaves it alone.

@@ -150,7 +150,7 @@ def test_a_locally_managed_tunnels_daemon_takes_the_tunnel_from_its_config(testb
 
 
 def test_sshd_accepts_the_drop_in_and_it_takes_keys_only(testbed, tmp_path):
-    dropin = tmp_path / "50-local-llm-server.conf"
+    dropin = tmp_path / "000-local-llm-server.conf"
     dropin.write_text(testbed["sshd.conf"])
     effective = subprocess.run(["/usr/sbin/sshd", "-T", "-f", str(dropin)], capture_output=True, text=True, check=True)
     lines = effective.stdout.splitlines()

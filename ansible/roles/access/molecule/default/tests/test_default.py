@@ -10,7 +10,7 @@ TESTBED = Path(os.environ["TESTBED_DIR"])
 
 def test_sshd_takes_keys_only_with_the_drop_in():
     # The testbed's sshd keeps its files in the root-only testbed directory: read as root on the machine that runs it.
-    assert (TESTBED / "ssh" / "sshd_config.d" / "50-local-llm-server.conf").is_file()
+    assert (TESTBED / "ssh" / "sshd_config.d" / "000-local-llm-server.conf").is_file()
     # Its effective configuration (`sshd -T`): only the drop-in sets AuthenticationMethods, so this also shows that
     # the main config includes it.
     effective = subprocess.run(
