@@ -9,7 +9,8 @@
 #   1. `testbed/down.sh --purge` in this checkout: what its up.sh started, its state and its caches;
 #   2. the Docker engine, stopped (a dockerd, or systemd's docker unit), and its whole state (/var/lib/docker: every
 #      container, image and network, so the stacks, the base images and the build cache too);
-#   3. the deploy user with its home (or what is left of that home), whoever made it;
+#   3. the deploy user and the admin account with their homes (or what is left of them), whoever made them, and their
+#      sudoers drop-ins;
 #   4. the Compose plugin copies;
 #   5. with --packages, the Debian packages up.sh installs (and what only they needed), so its apt-get branch runs.
 # Root only, and meant for a machine that runs this project's testbed: step 2 removes every container and image.
@@ -17,6 +18,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 USER_NAME=deploy
+ADMIN_NAME=llm-admin # the Mac's admin account up.sh makes for make setup
 # shellcheck source=testbed/packages.sh
 source "$ROOT/testbed/packages.sh"
 PACKAGES=("$TESTBED_ENGINE_PACKAGE" "${TESTBED_PACKAGES[@]}")
@@ -58,18 +60,21 @@ if [[ -d /var/lib/docker ]]; then
     log "removed the Docker engine's state (the contents of /var/lib/docker)"
 fi
 
-home=$(getent passwd "$USER_NAME" | cut -d: -f6 || true)
-if [[ -n $home ]]; then
-    pkill -KILL -u "$USER_NAME" 2>/dev/null || true
-    userdel --remove "$USER_NAME" 2>/dev/null || true
-    id "$USER_NAME" >/dev/null 2>&1 && userdel "$USER_NAME"
-    log "removed user $USER_NAME"
-fi
-home=${home:-/home/$USER_NAME}
-if [[ -e $home ]]; then
-    rm -rf "$home"
-    log "removed $home"
-fi
+for name in "$USER_NAME" "$ADMIN_NAME"; do
+    home=$(getent passwd "$name" | cut -d: -f6 || true)
+    if [[ -n $home ]]; then
+        pkill -KILL -u "$name" 2>/dev/null || true
+        userdel --remove "$name" 2>/dev/null || true
+        id "$name" >/dev/null 2>&1 && userdel "$name"
+        log "removed user $name"
+    fi
+    home=${home:-/home/$name}
+    if [[ -e $home ]]; then
+        rm -rf "$home"
+        log "removed $home"
+    fi
+done
+rm -f /etc/sudoers.d/local-llm-server-testbed /etc/sudoers.d/local-llm-server
 
 rm -f "$HOME/.docker/cli-plugins/docker-compose" /usr/local/lib/docker/cli-plugins/docker-compose
 
