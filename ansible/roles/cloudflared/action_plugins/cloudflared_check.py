@@ -70,8 +70,8 @@ def service_verdict(system: str, answers: dict[str, int], settings: dict[str, st
         return True, "cloudflared loaded (process)."
     if system == "Darwin":
         reason = (
-            f"launchd label {settings['launchd_label']} not found (run `sudo cloudflared service install` so it "
-            "starts at boot)"
+            f"launchd label {settings['launchd_label']} not found (`make setup` installs its daemon, which starts at "
+            "boot)"
         )
     else:
         reason = f"neither {settings['systemd_unit']} is active nor a process matches {settings['process_pattern']}"

@@ -49,9 +49,9 @@ def ollama_missing(models: list[str], present: list[str]) -> list[str]:
 
 def not_answering(url: str, detail: str) -> str:
     return (
-        f"Ollama does not answer at {url} (the address the containers use): {detail}. Start it (`brew services start "
-        "ollama` or the menu-bar app); on Linux it must listen on the docker bridge too (OLLAMA_HOST=0.0.0.0 or the "
-        "bridge address)."
+        f"Ollama does not answer at {url} (the address the containers use): {detail}. On a Mac, `make setup` installs "
+        "and starts its launchd daemon (`sudo launchctl print system/com.local-llm-server.ollama` says how it runs); on "
+        "Linux it must listen on the docker bridge too (OLLAMA_HOST=0.0.0.0 or the bridge address)."
     )
 
 
@@ -60,8 +60,8 @@ def models_verdict(url: str, version: str, models: list[str], present: list[str]
     if missing:
         return False, (
             f"Ollama {version} at {url} does not have model {', model '.join(missing)} "
-            f"(it has: {', '.join(present) or 'none'}). Run `ollama pull <model>` on the host for each, or deploy "
-            "with -e ollama_pull=true."
+            f"(it has: {', '.join(present) or 'none'}). Run `make setup` (it pulls and loads the configured "
+            "models), or deploy with -e ollama_pull=true."
         )
     return True, f"Ollama {version} answers at {url} and has {' and '.join(models)}."
 
