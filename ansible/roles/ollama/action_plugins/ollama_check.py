@@ -49,9 +49,9 @@ def ollama_missing(models: list[str], present: list[str]) -> list[str]:
 
 def not_answering(url: str, detail: str) -> str:
     return (
-        f"Ollama does not answer at {url} (the address the containers use): {detail}. On a Mac, `make setup` installs "
-        "and starts its launchd daemon (`sudo launchctl print system/com.local-llm-server.ollama` says how it runs); on "
-        "Linux it must listen on the docker bridge too (OLLAMA_HOST=0.0.0.0 or the bridge address)."
+        f"Ollama does not answer at {url} (the address the containers use): {detail}. On a Mac, `make setup` "
+        "installs and starts its launchd daemon (`sudo launchctl print system/com.local-llm-server.ollama` says how it "
+        "runs); on Linux it must listen on the docker bridge too (OLLAMA_HOST=0.0.0.0 or the bridge address)."
     )
 
 
