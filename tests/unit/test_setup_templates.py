@@ -91,8 +91,9 @@ def production(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def testbed(tmp_path_factory) -> dict[str, str]:
-    return render(tmp_path_factory.mktemp("local"), "local", access_sudo_commands=["/usr/bin/id", "/bin/true"])
+def local(tmp_path_factory) -> dict[str, str]:
+    """inventories/local: the testbed's settings (Ollama's and a locally managed tunnel's)."""
+    return render(tmp_path_factory.mktemp("local"), "local")
 
 
 def test_ollama_runs_with_the_inventorys_settings_under_its_own_label(production):
@@ -112,13 +113,13 @@ def test_ollama_runs_with_the_inventorys_settings_under_its_own_label(production
     }
 
 
-def test_an_unset_ollama_setting_is_left_out_so_ollamas_default_holds(testbed):
-    environment = plistlib.loads(testbed["ollama.plist"].encode())["EnvironmentVariables"]
+def test_an_unset_ollama_setting_is_left_out_so_ollamas_default_holds(local):
+    environment = plistlib.loads(local["ollama.plist"].encode())["EnvironmentVariables"]
     assert set(environment) == {"HOME", "OLLAMA_HOST", "OLLAMA_NUM_PARALLEL"}
 
 
-def test_a_locally_managed_tunnel_routes_every_environment_and_ends_with_the_catch_all(testbed):
-    config = yaml.safe_load(testbed["config.yml"])
+def test_a_locally_managed_tunnel_routes_every_environment_and_ends_with_the_catch_all(local):
+    config = yaml.safe_load(local["config.yml"])
     assert config["metrics"] == "127.0.0.1:20241"
     assert config["credentials-file"].endswith(f"/{config['tunnel']}.json")
     routes = {env: (e["hostname"], e["port"]) for env, e in TABLE["environments"].items()}
@@ -144,29 +145,6 @@ def test_a_token_run_tunnel_has_no_local_ingress_and_runs_with_its_token_file(pr
     assert arguments[5:] == ["--token-file", "/etc/cloudflared/token"]
 
 
-def test_a_locally_managed_tunnels_daemon_takes_the_tunnel_from_its_config(testbed):
-    arguments = plistlib.loads(testbed["cloudflared.plist"].encode())["ProgramArguments"]
+def test_a_locally_managed_tunnels_daemon_takes_the_tunnel_from_its_config(local):
+    arguments = plistlib.loads(local["cloudflared.plist"].encode())["ProgramArguments"]
     assert arguments[-1] == "run" and "--token-file" not in arguments
-
-
-def test_sshd_accepts_the_drop_in_and_it_takes_keys_only(testbed, tmp_path):
-    dropin = tmp_path / "000-local-llm-server.conf"
-    dropin.write_text(testbed["sshd.conf"])
-    effective = subprocess.run(["/usr/sbin/sshd", "-T", "-f", str(dropin)], capture_output=True, text=True, check=True)
-    lines = effective.stdout.splitlines()
-    assert {"passwordauthentication no", "kbdinteractiveauthentication no", "authenticationmethods publickey"} <= set(
-        lines
-    )
-
-
-def test_visudo_accepts_the_sudoers_drop_in_naming_exactly_the_commands(testbed, tmp_path):
-    sudoers = tmp_path / "sudoers"
-    sudoers.write_text(testbed["sudoers"])
-    subprocess.run(["visudo", "-cqf", str(sudoers)], check=True)
-    assert testbed["sudoers"].splitlines()[-1] == "deploy ALL=(root) NOPASSWD: /usr/bin/id, /bin/true"
-
-
-def test_visudo_refuses_a_command_without_its_full_path(tmp_path):
-    sudoers = render(tmp_path, "staging", access_sudo_commands=["id"])["sudoers"]
-    (tmp_path / "bad").write_text(sudoers)
-    assert subprocess.run(["visudo", "-cqf", str(tmp_path / "bad")], capture_output=True).returncode != 0
