@@ -141,6 +141,17 @@ def test_shares_that_do_not_fit_are_refused_before_anything_changes(first_setup,
     assert refused.changed == 0
 
 
+def test_an_empty_key_list_is_refused_before_it_locks_deploys_out(first_setup, testbed):
+    assert first_setup.returncode == 0
+    ansible = harness.Ansible(testbed)
+    keys_before = DEPLOY_KEYS.read_text()
+    no_keys = json.dumps({"access_authorized_keys": []})
+    refused = ansible.run("setup.yml", "-e", no_keys, env=setup_env(ansible, testbed))
+    assert refused.returncode != 0
+    assert "access_authorized_keys is empty" in flat(refused.output), refused.output[-3000:]
+    assert refused.changed == 0 and DEPLOY_KEYS.read_text() == keys_before
+
+
 def test_a_wrong_admin_password_is_refused_and_not_shown(first_setup, testbed):
     assert first_setup.returncode == 0
     ansible = harness.Ansible(testbed)
