@@ -95,9 +95,7 @@ def test_cloudflared_config_and_secret_are_written_and_the_secret_never_shown(fi
     config = yaml.safe_load((CLOUDFLARED_DIR / "config.yml").read_text())
     environments = {env: (e["hostname"], e["port"]) for env, e in harness.ENVIRONMENTS.items()}
     # Read back by the cloudflared check's own parser.
-    verdicts = role_plugin("cloudflared/action_plugins/cloudflared_check.py").ingress_verdicts(
-        "c", config, environments
-    )
+    verdicts = role_plugin("cloudflared/library/cloudflared_check.py").ingress_verdicts("c", config, environments)
     assert all(ok for ok, _ in verdicts), verdicts
     credentials = Path(config["credentials-file"])
     assert stat.S_IMODE(credentials.stat().st_mode) == 0o600

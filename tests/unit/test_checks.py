@@ -1,16 +1,16 @@
-"""The host checks' verdicts (the check actions of the docker_runtime, ollama and cloudflared roles), case by case.
+"""The host checks' verdicts (the check modules of the docker_runtime, ollama and cloudflared roles), case by case.
 
-These are the functions the actions call, imported from their role directories; the module calls around them run
-for real in molecule (each role's scenario) and in the e2e tier (tests/e2e/test_04_preconditions.py, test_07).
+These are the functions the modules call, imported from their role directories; the modules themselves run for real
+on the testbed in molecule (each role's scenario) and in the e2e tier (tests/e2e/test_04_preconditions.py, test_07).
 """
 
 from __future__ import annotations
 
 from tests.role_plugins import role_plugin
 
-host = role_plugin("docker_runtime/action_plugins/docker_runtime_check.py")
-ollama = role_plugin("ollama/action_plugins/ollama_check.py")
-cloudflared = role_plugin("cloudflared/action_plugins/cloudflared_check.py")
+host = role_plugin("docker_runtime/library/docker_runtime_check.py")
+ollama = role_plugin("ollama/library/ollama_check.py")
+cloudflared = role_plugin("cloudflared/library/cloudflared_check.py")
 
 SETTINGS = {
     "docker_host": "unix:///var/run/docker.sock",
@@ -37,6 +37,12 @@ def answered(docker="27.3.1", compose_rc=0, compose="v2.29.7\n", compose_stderr=
     }
 
 
+# What `docker version --format '{{json .}}'` prints (Docker 27), cut to the fields read.
+ANSWERED = '{"Client":{"Version":"27.3.1","ApiVersion":"1.47"},"Server":{"Version":"27.3.1","ApiVersion":"1.47"}}'
+NO_ENGINE = '{"Client":{"Version":"27.3.1","ApiVersion":"1.47"},"Server":null}'
+NO_ENGINE_SAID = "Cannot connect to the Docker daemon at unix:///nonexistent/docker.sock. Is the docker daemon running?"
+
+
 def test_a_ready_host_is_reported_with_what_was_found():
     ok, msg = host.host_verdict(answered(), SETTINGS)
     assert ok
@@ -51,6 +57,8 @@ def test_an_engine_that_does_not_answer_names_the_socket_and_docker_desktop():
     assert not ok
     assert msg.startswith("The Docker engine at unix:///var/run/docker.sock does not answer: Error connecting")
     assert "Docker Desktop" in msg
+    _, msg = host.host_verdict({**answered(), "docker_error": NO_ENGINE_SAID}, SETTINGS)
+    assert f"does not answer: {NO_ENGINE_SAID} On a Mac" in msg
 
 
 def test_each_shortfall_is_refused_naming_found_and_needed():
@@ -77,18 +85,26 @@ def test_start_interval_needs_engine_25():
     assert host.host_verdict(answered(docker="25.0.0"), settings)[0]
 
 
-def test_free_space_is_the_fourth_column_of_dfs_last_line():
-    df = "Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/disk3s5 482797652 100 10485760 2% /System\n"
-    assert host.free_gib(df) == 10.0
+def test_free_space_is_reported_in_gib_to_one_decimal():
+    assert host.free_gib(10 * 1024**3) == 10.0
+    assert host.free_gib(int(2.56 * 1024**3)) == 2.6
+
+
+def test_the_engines_version_is_the_servers_not_the_clis():
+    assert host.engine_version(0, ANSWERED, "") == ("27.3.1", "")
+    assert host.engine_version(1, NO_ENGINE, NO_ENGINE_SAID + "\n") == ("", NO_ENGINE_SAID)
+    assert host.engine_version(127, "", "no docker command on the PATH") == ("", "no docker command on the PATH")
+    assert host.engine_version(1, "", "") == ("", "docker version exited with 1")
 
 
 def test_ollama_is_asked_where_the_containers_reach_it():
-    bridge = {"network": {"IPAM": {"Config": [{"Subnet": "172.17.0.0/16", "Gateway": "172.17.0.1"}]}}}
+    # The bridge as `docker network inspect bridge` describes it.
+    bridge = {"Name": "bridge", "IPAM": {"Config": [{"Subnet": "172.17.0.0/16", "Gateway": "172.17.0.1"}]}}
     assert ollama.ollama_address(bridge, "", 11434, "Linux") == "http://172.17.0.1:11434"
     # Debian's engine 20.10 leaves the gateway out: the subnet's first address.
-    old_engine = {"network": {"IPAM": {"Config": [{"Subnet": "172.30.0.0/16"}]}}}
+    old_engine = {"Name": "bridge", "IPAM": {"Config": [{"Subnet": "172.30.0.0/16"}]}}
     assert ollama.ollama_address(old_engine, "", 11434, "Linux") == "http://172.30.0.1:11434"
-    assert ollama.ollama_address({}, "", 11434, "Darwin") == "http://127.0.0.1:11434"
+    assert ollama.ollama_address(None, "", 11434, "Darwin") == "http://127.0.0.1:11434"
     assert ollama.ollama_address(bridge, "http://ollama.lan:11434", 11434, "Linux") == "http://ollama.lan:11434"
 
 
@@ -96,6 +112,28 @@ def test_models_ollama_lacks_an_untagged_name_meaning_latest():
     present = ["llama3.2:1b", "nomic-embed-text:latest"]
     assert ollama.ollama_missing(["llama3.2:1b", "nomic-embed-text"], present) == []
     assert ollama.ollama_missing(["llama3.2:3b", "all-minilm"], present) == ["llama3.2:3b", "all-minilm"]
+
+
+def test_each_configured_model_gets_the_digest_ollama_lists_for_it():
+    # /api/tags' models, cut to the fields read (https://github.com/ollama/ollama/blob/main/docs/api.md).
+    listed = [
+        {
+            "name": "llama3.2:1b",
+            "model": "llama3.2:1b",
+            "digest": "baf6a787fdffd633537aa2eb51cfd54cb93ff08e28040095462bb63daf552878",
+        },
+        {
+            "name": "all-minilm:latest",
+            "model": "all-minilm:latest",
+            "digest": "1b226e2802dbb772b5fc32a58f103ca1804ef7501331012de126ab22f67475ef",
+        },
+    ]
+    assert ollama.model_digests(["all-minilm", "llama3.2:1b"], listed) == [
+        {"name": "all-minilm", "digest": listed[1]["digest"]},
+        {"name": "llama3.2:1b", "digest": listed[0]["digest"]},
+    ]
+    assert ollama.model_digests(["llama3.2:3b"], listed) == [{"name": "llama3.2:3b", "digest": None}]
+    assert ollama.model_digests(["llama3.2:1b"], []) == [{"name": "llama3.2:1b", "digest": None}]
 
 
 def test_missing_models_are_named_with_what_ollama_has():
@@ -190,33 +228,3 @@ def test_the_service_is_loaded_by_launchd_systemd_or_as_a_process():
         "cloudflared is not loaded as a service: neither cloudflared.service is active nor a process matches "
         "[c]loudflared."
     )
-
-
-lock = role_plugin("deploy_lock/action_plugins/deploy_lock.py")
-
-
-def test_a_ci_run_holds_the_lock_by_its_run_id_else_by_controller_and_pid():
-    assert lock.holder_id("8812345678", "runner-1", 4242) == "8812345678"
-    assert lock.holder_id("", "laptop", 4242) == "laptop:4242"
-
-
-def test_only_a_gone_run_of_this_controller_is_a_dead_holder():
-    holder = {"id": "laptop:4242", "controller": "laptop", "controller_pid": "4242"}
-    gone, alive = (lambda pid: False), (lambda pid: True)
-    assert lock.dead_holders(holder, "laptop", "laptop:5000", gone) == ["laptop:4242"]
-    assert lock.dead_holders(holder, "laptop", "laptop:5000", alive) == []
-    # Another controller's pid says nothing here; our own id is re-taken by the module, never broken.
-    assert lock.dead_holders(holder, "ci-runner", "ci-runner:1", gone) == []
-    assert lock.dead_holders(holder, "laptop", "laptop:4242", gone) == []
-    assert lock.dead_holders({}, "laptop", "laptop:5000", gone) == []
-    assert lock.dead_holders({**holder, "controller_pid": ""}, "laptop", "laptop:5000", gone) == []
-
-
-def test_a_pid_is_alive_while_its_process_exists():
-    import os
-    import subprocess
-
-    assert lock.pid_alive(os.getpid())
-    child = subprocess.Popen(["true"])
-    child.wait()
-    assert not lock.pid_alive(child.pid)

@@ -22,7 +22,7 @@ from tests.role_plugins import role_plugin
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ROOT / "ansible" / "roles"
 TABLE = yaml.safe_load((ROOT / "environments.yml").read_text())
-cloudflared_check = role_plugin("cloudflared/action_plugins/cloudflared_check.py")
+cloudflared_check = role_plugin("cloudflared/library/cloudflared_check.py")
 
 # What each template is rendered from: the roles' defaults, then the inventory's settings, then the roles' vars (the
 # precedence Ansible gives them in a play).
