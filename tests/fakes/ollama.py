@@ -46,6 +46,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import signal
 import socket
 import struct
@@ -113,6 +114,8 @@ class DoubleConfig:
     status: int = 200  # != 200: every /api and /v1 route answers this status with {"error": fail_with}
     error_after_tokens: int | None = None  # stream N tokens, then an error line (status stays 200)
     models: list[str] = dataclasses.field(default_factory=list)  # the models "pulled"; [] = [default model]
+    # A model's digest after someone pulled a newer build of it ({name: 64 hex}); others keep their own digest.
+    digests: dict = dataclasses.field(default_factory=dict)
     fail_with: str = "upstream failure injected by the double"
     # Tool calls the model makes when the request offers `tools`: [{"name": ..., "arguments": {...}}, ...].
     # Empty: the model answers with text even when tools are offered.
@@ -143,6 +146,7 @@ class DoubleConfig:
             "status": (int,),
             "error_after_tokens": (int, type(None)),
             "models": (list,),
+            "digests": (dict,),
             "fail_with": (str,),
             "tool_calls": (list,),
             "thinking": (str,),
@@ -165,6 +169,8 @@ class DoubleConfig:
             raise ValueError(f"status: {self.status} is not an HTTP status")
         if not all(isinstance(m, str) and m for m in self.models):
             raise ValueError("models: every entry must be a non-empty string")
+        if not all(isinstance(d, str) and re.fullmatch("[0-9a-f]{64}", d) for d in self.digests.values()):
+            raise ValueError("digests: every value must be a sha256 digest in hex, as Ollama lists it")
         for call in self.tool_calls:
             if not (
                 isinstance(call, dict) and isinstance(call.get("name"), str) and isinstance(call.get("arguments"), dict)
@@ -403,13 +409,13 @@ def _digest(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()
 
 
-def _tag_entry(name: str) -> dict[str, Any]:
+def _tag_entry(name: str, digests: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "name": name,
         "model": name,
         "modified_at": "2025-01-01T00:00:00.000000000Z",
         "size": 1_321_098_329,
-        "digest": _digest(name),
+        "digest": (digests or {}).get(name) or _digest(name),
         "details": _details(name),
     }
 
@@ -599,7 +605,8 @@ class _App:
         await out.json(200, {"version": self.state.version})
 
     async def _tags(self, out: _Responder, **_: Any) -> None:
-        await out.json(200, {"models": [_tag_entry(m) for m in self.state.models()]})
+        digests = self.state.config.digests
+        await out.json(200, {"models": [_tag_entry(m, digests) for m in self.state.models()]})
 
     async def _ps(self, out: _Responder, **_: Any) -> None:
         # The models the scheduler has loaded, the longest time left first (server/routes.go PsHandler).

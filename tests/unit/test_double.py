@@ -444,6 +444,18 @@ def test_a_pull_makes_the_model_listed_as_pulled(double, http):
     assert names() == [MODEL, "nomic-embed-text"]
 
 
+def test_a_model_pulled_again_lists_its_new_digest_and_the_others_keep_theirs(double, http):
+    double.configure(models=[MODEL, "nomic-embed-text:latest"])
+    before = {m["name"]: m["digest"] for m in http.get("/api/tags").json()["models"]}
+    assert all(len(d) == 64 for d in before.values()) and before[MODEL] != before["nomic-embed-text:latest"]
+    newer = "c" * 64
+    double.configure(digests={MODEL: newer})
+    after = {m["name"]: m["digest"] for m in http.get("/api/tags").json()["models"]}
+    assert after == {**before, MODEL: newer}
+    with pytest.raises(ValueError, match="digests"):
+        double.configure(digests={MODEL: "sha256:not-hex"})
+
+
 def test_reset_and_configure_guard(double, http):
     double.configure(token_count=1)
     http.get("/api/tags")
