@@ -11,12 +11,13 @@ VENV_STAMP  := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible/ansible.cfg)
 
-# Which inventory (local = the testbed) and, for the testbed that plays both, which stack (staging|production).
-ENV         ?= local
-STACK       ?=
+# The environment (staging|production: app_env in the playbooks) and the inventory of its Macs, which is the
+# environment's own by default. The testbed plays both environments on one host: INVENTORY=local ENV=staging.
+ENV         ?=
+INVENTORY   ?= $(or $(ENV),local)
 IMAGE_TAG   ?=
 SETUP_ARGS  ?=
-PLAYBOOK_ARGS = -i inventories/$(ENV) $(if $(STACK),-e app_env=$(STACK))
+PLAYBOOK_ARGS = -i inventories/$(INVENTORY) $(if $(ENV),-e app_env=$(ENV))
 # Playbooks run through ansible-runner (scripts/playbook.py): ansible-playbook's output and exit code, plus the run's
 # events and stats in .artifacts/ansible/<ident>/. PROGRESS=1: one line per task instead of ansible's output;
 # RUN_IDENT=name: the artifacts directory's name (default: time, playbook, random suffix).
@@ -76,20 +77,20 @@ image: testbed-up ## Build the service image and push :sha-<hash> (+ :staging) t
 	bash scripts/build-push.sh
 
 .PHONY: setup
-setup: venv ## Set ENV's Mac up (ansible/setup.yml as its admin account; asks for its password unless MAC_ADMIN_PASSWORD is set)
-	$(PLAYBOOK) --ask-env MAC_ADMIN_PASSWORD ansible/setup.yml -i inventories/$(ENV) $(SETUP_ARGS)
+setup: venv ## Set INVENTORY's Macs up (ansible/setup.yml as their admin account; asks for its password unless MAC_ADMIN_PASSWORD is set)
+	$(PLAYBOOK) --ask-env MAC_ADMIN_PASSWORD ansible/setup.yml -i inventories/$(INVENTORY) $(SETUP_ARGS)
 
 .PHONY: deploy
-deploy: venv ## Deploy IMAGE_TAG with ansible/deploy.yml to ENV (staging|production|local+STACK)
+deploy: venv ## Deploy IMAGE_TAG with ansible/deploy.yml to ENV (staging|production) on INVENTORY's Macs
 	@test -n "$(IMAGE_TAG)" || { echo "IMAGE_TAG is required, e.g. make deploy ENV=staging IMAGE_TAG=sha-abc1234" >&2; exit 2; }
 	$(PLAYBOOK) ansible/deploy.yml $(PLAYBOOK_ARGS) -e image_tag=$(IMAGE_TAG)
 
 .PHONY: verify
-verify: venv ## Read-only health report of ENV's host, Ollama, cloudflared and stacks
-	$(PLAYBOOK) ansible/verify.yml -i inventories/$(ENV)
+verify: venv ## Read-only health report of INVENTORY's Macs: Docker, Ollama, cloudflared and both stacks
+	$(PLAYBOOK) ansible/verify.yml -i inventories/$(INVENTORY)
 
 .PHONY: rollback
-rollback: venv ## Roll back ENV(+STACK) to the previous successful release, or to IMAGE_TAG when given
+rollback: venv ## Roll ENV back on INVENTORY's Macs to the previous successful release, or to IMAGE_TAG when given
 	$(PLAYBOOK) ansible/rollback.yml $(PLAYBOOK_ARGS) $(if $(IMAGE_TAG),-e image_tag=$(IMAGE_TAG))
 
 .PHONY: ssh-setup

@@ -124,8 +124,8 @@ def main() -> None:
     print(f"Chats will be answered by {ollama_kind} (model {tb['MODEL_NAME']}).")
     secrets = deploy_env(tb)
 
-    step("2/8 make setup ENV=local: the 'Mac' as code, as its admin account (deploy account, sshd, Ollama, tunnel)")
-    setup = playbook_target("setup", "setup", "ENV=local", env=setup_env(tb))
+    step("2/8 make setup INVENTORY=local: the 'Mac' as code, as its admin (deploy account, sshd, Ollama, tunnel)")
+    setup = playbook_target("setup", "setup", "INVENTORY=local", env=setup_env(tb))
     print(f"  setup: {describe(setup)}")
 
     step("3/8 Build the image and push :sha-<hash> and :staging to the testbed registry")
@@ -134,12 +134,13 @@ def main() -> None:
     deploys: dict[str, PlaybookResult] = {}
     for name, port in STACKS.items():
         step(f"4/8 Deploy {tag1} to {name} (:{port}) over SSH with ansible/deploy.yml")
-        deploys[name] = playbook_target("deploy", f"deploy-{name}", "ENV=local", f"STACK={name}", f"IMAGE_TAG={tag1}",
-                                        env=secrets)  # fmt: skip
+        deploys[name] = playbook_target(
+            "deploy", f"deploy-{name}", "INVENTORY=local", f"ENV={name}", f"IMAGE_TAG={tag1}", env=secrets
+        )
         print(f"  {name}: {describe(deploys[name])}")
 
     step("5/8 verify.yml: host, Ollama, cloudflared and both stacks")
-    timed("verify", run, "make", "--no-print-directory", "verify", "ENV=local", env=secrets)
+    timed("verify", run, "make", "--no-print-directory", "verify", "INVENTORY=local", env=secrets)
 
     step(f"6/8 A real chat through each deployed API (answered by {ollama_kind})")
     for name, port in STACKS.items():
@@ -148,11 +149,11 @@ def main() -> None:
 
     step("7/8 Deploy a second build to staging, then roll it back")
     tag2 = timed("build #2", build_and_push, "demo-second-build")
-    second = playbook_target("deploy", "deploy2-staging", "ENV=local", "STACK=staging", f"IMAGE_TAG={tag2}",
+    second = playbook_target("deploy", "deploy2-staging", "INVENTORY=local", "ENV=staging", f"IMAGE_TAG={tag2}",
                              env=secrets)  # fmt: skip
     _, health = get_json(f"http://127.0.0.1:{STACKS['staging']}/health")
     print(f"  staging now runs {health.get('version')} ({describe(second)})")
-    rollback = playbook_target("rollback", "rollback-staging", "ENV=local", "STACK=staging", env=secrets)
+    rollback = playbook_target("rollback", "rollback-staging", "INVENTORY=local", "ENV=staging", env=secrets)
     print(f"  rollback: {describe(rollback)}")
 
     step("8/8 Summary")

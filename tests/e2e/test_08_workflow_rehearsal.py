@@ -3,7 +3,7 @@
 deploy-staging.yml:    make ssh-setup -> make deploy ENV=staging IMAGE_TAG=sha-...
 deploy-production.yml: make promote   -> make ssh-setup -> make deploy ENV=production IMAGE_TAG=sha-...
 rollback.yml:          make ssh-setup -> make rollback ENV=<env> [IMAGE_TAG=sha-...]
-Here the inventory is the testbed's (ENV=local plus STACK=<env>, as one testbed plays both environments); the
+Here the inventory is the testbed's (INVENTORY=local plus ENV=<env>, as one testbed plays both environments); the
 Tailscale join is the only step that cannot run here.
 """
 
@@ -108,10 +108,10 @@ def test_promote_refuses_a_tag_that_was_never_built(testbed, images):
 def test_make_deploy_and_rollback_as_the_workflows_call_them(testbed, images, ansible):
     env = ansible.base_env
     for stack in ("staging", "production"):
-        result = make("deploy", "ENV=local", f"STACK={stack}", f"IMAGE_TAG={images.second}", env=env)
+        result = make("deploy", "INVENTORY=local", f"ENV={stack}", f"IMAGE_TAG={images.second}", env=env)
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
         assert harness.health(stack)["version"] == images.second
-    result = make("rollback", "ENV=local", "STACK=staging", f"IMAGE_TAG={images.first}", env=env)
+    result = make("rollback", "INVENTORY=local", "ENV=staging", f"IMAGE_TAG={images.first}", env=env)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert harness.health("staging")["version"] == images.first
     assert harness.health("production")["version"] == images.second

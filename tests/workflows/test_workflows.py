@@ -125,7 +125,7 @@ def test_make_targets_run_playbooks_through_the_module(target):
     [command] = [c for c in expand_make(["make", target, "ENV=staging", "IMAGE_TAG=sha-0123abc"]) if playbook_call(c)]
     assert command[:3] == [".venv/bin/python", "-m", "scripts.playbook"], command
     assert playbook_call(command)[1] == f"ansible/{target}.yml"
-    command = expand_make(["make", target, "ENV=local", "STACK=staging", "PROGRESS=1", "RUN_IDENT=demo-1"])[-1]
+    command = expand_make(["make", target, "INVENTORY=local", "ENV=staging", "PROGRESS=1", "RUN_IDENT=demo-1"])[-1]
     options = parse_cli(command[3:])
     assert options.progress and options.ident == "demo-1"
     assert options.args[:2] == ["-i", "inventories/local"]
