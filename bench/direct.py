@@ -12,7 +12,7 @@ A deploy (new tag, or a rollback: the same script with an image already on the h
   observe  the live colour from the containers' labels (must be the one this bench left)
   pull     docker pull of the tag, with the deploy user's DOCKER_CONFIG that the role logged in (new tag only)
   gate     compose.yml with both colours, `compose up -d` of the new colour, Docker's health asked every
-           app_deploy_health_poll s, then /ready on the colour's own port every second
+           release_health_poll s, then /ready on the colour's own port every second
   switch   proxy/nginx.conf naming the new colour, `compose up -d proxy`, nginx -s reload, /ready through the
            environment's port answered by the new colour (X-Api-Color)
   retire   compose.yml with the new colour only, docker stop (graceful) and rm of the old one
@@ -116,7 +116,7 @@ class DirectStack:
         new_slot = {"tag": tag, "release": f"direct-{tag}-{time.time_ns()}"}
         both = {**self.slots, new: new_slot}
         container, old_container, proxy = (f"{PROJECT}-{name}-1" for name in (f"api-{new}", f"api-{old}", "proxy"))
-        api_port = DEFAULTS["app_deploy_container_port"]
+        api_port = DEFAULTS["release_container_port"]
         label = '{{.Label "io.local-llm-server.color"}}'
         record = json.dumps({"env": ENV_NAME, "tag": tag, "color": new, "result": "success"})
         script = f"""cd {HOST_DIR}
@@ -134,7 +134,7 @@ live=$(docker ps --filter label=com.docker.compose.project={PROJECT} --filter la
 {self.write({"compose.yml": self.files(both, old)["compose.yml"]})}
 {self.compose("up", "-d", "--pull", "never", f"api-{new}")}
 healthy() {{ [ "$(docker inspect -f '{{{{.State.Health.Status}}}}' {container})" = healthy ]; }}
-wait_until {GATE_TIMEOUT} {DEFAULTS["app_deploy_health_poll"]} healthy
+wait_until {GATE_TIMEOUT} {DEFAULTS["release_health_poll"]} healthy
 port=$(docker port {container} {api_port}/tcp | head -n 1)
 wait_until {GATE_TIMEOUT} 1 curl -fsS -o /dev/null "http://127.0.0.1:${{port##*:}}/ready"
 {self.write({"proxy/nginx.conf": self.files(both, new)["proxy/nginx.conf"]})}

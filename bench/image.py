@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_MB_OVER_BASE = 60.0
 TARGET_HEALTHY_S = 2.0
-HEALTH_INTERVAL = "1s"  # as in ansible/roles/app_deploy/templates/compose.yml.j2
+HEALTH_INTERVAL = "1s"  # as in ansible/roles/release/templates/compose.yml.j2
 
 
 def sh(*argv: str, env: dict[str, str] | None = None) -> str:

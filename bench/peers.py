@@ -3,7 +3,7 @@
   * the Ollama double (`python -m tests.fakes.ollama`), the upstream of every gateway;
   * nginx (Debian's nginx-light, apt-get installed when missing): proxy_pass to the double with upstream keepalive
     and proxy_buffering off, one worker, no access log, like the deployed proxy
-    (ansible/roles/app_deploy/templates/nginx.conf.j2): the floor a gateway could reach;
+    (ansible/roles/release/templates/nginx.conf.j2): the floor a gateway could reach;
   * the service (`uvicorn app.main:app` from service/), and bench-only variants of it (another directory, module,
     environment or uvicorn options: bench/service_variant.py, scratch copies of service/);
   * the LiteLLM proxy (pinned `litellm[proxy]` in its own git-ignored venv, bench/.venv-litellm), one worker, an
@@ -210,7 +210,7 @@ def start_double(stack: ExitStack, model: str, logdir: Path, *settings: str) -> 
 
 
 NGINX_CONF = """\
-# bench/service.py: the floor. Like the deployed proxy (ansible/roles/app_deploy/templates/nginx.conf.j2), plus
+# bench/service.py: the floor. Like the deployed proxy (ansible/roles/release/templates/nginx.conf.j2), plus
 # upstream keepalive (nginx.org/en/docs/http/ngx_http_upstream_module.html#keepalive).
 daemon off;
 worker_processes 1;

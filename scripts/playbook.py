@@ -94,7 +94,7 @@ class TaskResult:
     status: str  # ok | changed | failed | unreachable | skipped | ignored (failed with ignore_errors)
     seconds: float
     message: str = ""  # for failed, unreachable and ignored results: what the task said
-    action: str = ""  # the action that ran, as Ansible resolved it: "ansible.builtin.assert", "app_live", ...
+    action: str = ""  # the action that ran, as Ansible resolved it: "ansible.builtin.assert", "release_lock", ...
 
     @classmethod
     def from_event(cls, event: Event) -> TaskResult | None:

@@ -11,7 +11,7 @@
 #   cloudflared    127.0.0.1:20241  metrics stand-in (/ready) + .testbed/cloudflared/config.yml
 #   BASE_IMAGE     debootstrap (bookworm minbase + python3) + docker import, cached between runs
 #   BUILD_BASE_IMAGE  BASE_IMAGE + binutils, for the Dockerfile's build stage, so image builds need no network
-#   PROXY_IMAGE    BASE_IMAGE + nginx-light: each stack's front proxy (app_deploy_proxy_image in inventories/local)
+#   PROXY_IMAGE    BASE_IMAGE + nginx-light: each stack's front proxy (release_proxy_image in inventories/local)
 #   WHEELHOUSE     pip download of requirements.txt on the host, for offline image builds
 #
 # Contract: docs/testbed.md, "The testbed" (tests/image/test_testbed.py checks it). Idempotent: what already runs
@@ -231,8 +231,8 @@ derive_image() {
 # when its image lacks them. The testbed hands it an image that has them, so image builds run with no network at
 # all (scripts/build-push.sh builds with --network none).
 derive_image "$BUILD_BASE_IMAGE" "build base image" '["python3"]' binutils
-# Each stack's front proxy (app_deploy_proxy_image in inventories/local): Debian's nginx, where the Mac runs the
-# official nginx image. Both run only the config app_deploy renders.
+# Each stack's front proxy (release_proxy_image in inventories/local): Debian's nginx, where the Mac runs the
+# official nginx image. Both run only the config the release role renders.
 derive_image "$PROXY_IMAGE" "proxy image" '["nginx", "-g", "daemon off;"]' nginx-light
 
 # ---------------------------------------------------------------------------------------------- wheelhouse

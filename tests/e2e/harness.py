@@ -392,14 +392,14 @@ def health(app_env: str) -> dict:
     return json.loads(body) if status == 200 else {"status": status, "body": body}
 
 
-# The app role's reading of a proxy config (app_proxy_color): the tests read the file as the roles do.
-_live_plugin = role_plugin("app/action_plugins/app_live.py")
+# The release role's reading of a proxy config (release_proxy_color): the tests read the file as the role does.
+_release_filters = role_plugin("release/filter_plugins/release.py")
 
 
 def live_color(app_env: str) -> str | None:
-    """The colour the environment's proxy config names (what app_deploy wrote), or None before the first deploy."""
+    """The colour the environment's proxy config names (the release role wrote it), or None before the first deploy."""
     conf = DEPLOY_HOME / app_env / "proxy" / "nginx.conf"
-    return (_live_plugin.app_proxy_color(conf.read_text()) if conf.exists() else "") or None
+    return (_release_filters.release_proxy_color(conf.read_text()) if conf.exists() else "") or None
 
 
 def proxy_name(app_env: str) -> str:

@@ -19,10 +19,9 @@ pytestmark = pytest.mark.usefixtures("nothing_deployed")
 def test_deploy_staging_then_production_serves_each_on_its_port(ansible, images, testbed):
     staging = ansible.deploy("staging", images.first)
     assert staging.returncode == 0, staging.output[-4000:]
-    # The image was only in the registry: the deploy logged in (isolated DOCKER_CONFIG) and pulled it (in the
-    # background while the host was checked; app_deploy waits for that pull).
-    assert re.search(r"TASK \[app : Log in to the registry[^\n]*\n(ok|changed): \[testbed\]", staging.output)
-    assert re.search(r"TASK \[app_deploy : Pull the image[^\]]*\] \*+\nchanged: \[testbed\]", staging.output)
+    # The image was only in the registry: the deploy logged in (isolated DOCKER_CONFIG) and pulled it.
+    assert re.search(r"TASK \[release : Log in to the registry[^\n]*\n(ok|changed): \[testbed\]", staging.output)
+    assert re.search(r"TASK \[release : Pull the image[^\]]*\] \*+\nchanged: \[testbed\]", staging.output)
     # ... and what a workflow uploads of that run (events and stats) holds no trace of the registry password.
     assert sorted(path.name for path in staging.result.artifacts.iterdir()) == ["events.jsonl", "stats.json"]
     assert playbook.files_containing(harness.registry_password(testbed), staging.result.artifacts) == []

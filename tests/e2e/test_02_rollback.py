@@ -34,7 +34,7 @@ def test_rollback_to_a_retained_release_needs_no_registry(ansible, images):
     result = ansible.rollback("staging", env=env)
     assert result.returncode == 0, result.output[-4000:]
     assert harness.health("staging")["version"] == images.first
-    assert not re.search(r"TASK \[(app|app_deploy) : Log in to the registry[^\n]*\n(ok|changed|fatal)", result.output)
+    assert not re.search(r"TASK \[release : Log in to the registry[^\n]*\n(ok|changed|fatal)", result.output)
     # Back to the state the next tests expect.
     again = ansible.rollback("staging", "-e", f"image_tag={images.second}")
     assert again.returncode == 0, again.output[-4000:]

@@ -19,7 +19,7 @@ def test_broken_image_is_refused_and_the_old_release_serves_throughout(ansible, 
     old_tag = harness.health("staging")["version"]
     containers = harness.project_containers("staging")
     with harness.Probe(harness.health_url("staging"), rate=20) as probe:
-        result = ansible.deploy("staging", images.broken, "-e", "app_deploy_gate_timeout=10")
+        result = ansible.deploy("staging", images.broken, "-e", "release_gate_timeout=10")
     assert result.returncode != 0
     assert f"Deploy of {images.broken} to staging refused" in result.output
     assert "/ready" in result.output and "cannot reach Ollama" in result.output  # the cause is named
@@ -140,7 +140,7 @@ def test_a_proxy_image_the_host_cannot_get_is_refused_before_the_new_colour_star
     lines_before = len(harness.history())
     missing = "local/nginx:missing-proxy-image"
     with harness.Probe(harness.health_url("staging"), rate=20) as probe:
-        result = ansible.deploy("staging", new_tag, "-e", f"app_deploy_proxy_image={missing}")
+        result = ansible.deploy("staging", new_tag, "-e", f"release_proxy_image={missing}")
     output = harness.flat(result.output)
     assert result.returncode != 0
     assert "Pull the proxy image" in output and missing.split(":")[1] in output, result.output[-4000:]

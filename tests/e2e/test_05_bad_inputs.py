@@ -1,4 +1,4 @@
-"""Bad inputs are refused by preflight, before anything on the host changes, each with a clear message."""
+"""Bad inputs are refused by the release role, before anything on the host changes, each with a clear message."""
 
 from __future__ import annotations
 

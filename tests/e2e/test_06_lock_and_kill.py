@@ -61,7 +61,7 @@ def releases_in_turn(images) -> tuple[str, str]:
 
 def test_second_concurrent_deploy_fails_naming_the_holder(ansible, images):
     first_tag, second_tag = releases_in_turn(images)
-    second = deploy_while_another_holds_the_lock(ansible, first_tag, second_tag, "-e", "deploy_lock_wait=0")
+    second = deploy_while_another_holds_the_lock(ansible, first_tag, second_tag, "-e", "release_lock_wait=0")
     assert second.returncode != 0
     assert "Another deploy holds" in second.output and "e2e-tests" in second.output
     assert f"tag {first_tag}" in second.output  # the holder's tag is named too
@@ -71,7 +71,7 @@ def test_second_concurrent_deploy_fails_naming_the_holder(ansible, images):
 
 def test_second_concurrent_deploy_waits_for_the_first(ansible, images):
     first_tag, second_tag = releases_in_turn(images)
-    second = deploy_while_another_holds_the_lock(ansible, first_tag, second_tag, "-e", "deploy_lock_wait=240")
+    second = deploy_while_another_holds_the_lock(ansible, first_tag, second_tag, "-e", "release_lock_wait=240")
     assert second.returncode == 0, second.output[-4000:]
     assert "waited for" in second.output
     assert harness.health("staging")["version"] == second_tag
@@ -82,7 +82,7 @@ def test_stale_lock_is_broken_with_a_warning(ansible, images):
     holder = {"id": "ci:4242", "actor": "cancelled-ci-job", "tag": "sha-1111111", "since_epoch": time.time() - 3600}
     write = f"import json, sys; json.dump({holder!r}, open(sys.argv[1], 'w'))"
     as_deploy_user("python3", "-c", write, str(LOCK / "holder.json"))
-    result = ansible.deploy("staging", images.second, "-e", "deploy_lock_stale_after=600", "-e", "deploy_lock_wait=5")
+    result = ansible.deploy("staging", images.second, "-e", "release_lock_stale_after=600", "-e", "release_lock_wait=5")
     assert result.returncode == 0, result.output[-4000:]
     assert "Broke the deploy lock" in result.output and "cancelled-ci-job" in result.output
     assert not LOCK.exists()

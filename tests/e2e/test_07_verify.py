@@ -99,3 +99,22 @@ def test_verify_fails_when_the_running_tag_is_not_the_last_release(ansible, imag
         harness.HISTORY.write_text("".join(harness.json.dumps(e, sort_keys=True) + "\n" for e in entries))
     assert result.returncode != 0
     assert "staging: UNHEALTHY" in result.output and "last_release=sha-fffffff" in result.output
+
+
+def test_verify_says_when_a_model_changed_under_a_release(ansible, double_restored):
+    # Each release records the models it serves with Ollama's digests. Someone then runs `ollama pull` on the Mac and
+    # gets a newer build of the model: the stack still looks healthy, but serves another model than was released.
+    tag = harness.health("staging")["version"]
+    redeploy = ansible.deploy("staging", tag, "-e", "release_force=true")
+    assert redeploy.returncode == 0, redeploy.output[-4000:]
+    recorded = harness.history()[-1]["models"]
+    assert recorded and all(len(m["digest"]) == 64 for m in recorded), recorded
+    model = recorded[0]["name"]
+    unchanged = ansible.run("verify.yml")
+    assert unchanged.returncode == 0 and "changed under the release" not in unchanged.output
+    harness.double(double_restored, "config", {"digests": {model: "c" * 64}})
+    result = ansible.run("verify.yml")
+    summary = flat(result.output)
+    assert result.returncode == 0, "a changed model is a warning; the stacks still serve"
+    assert f"WARNING: staging: {model} changed under the release: digest {recorded[0]['digest'][:12]} then" in summary
+    assert "cccccccccccc now" in summary

@@ -1,6 +1,6 @@
 """The staging and production stacks, rendered from the deploy role's template and run side by side.
 
-The template (ansible/roles/app_deploy/templates/compose.yml.j2) is rendered with Jinja2 directly, with the role's
+The template (ansible/roles/release/templates/compose.yml.j2) is rendered with Jinja2 directly, with the role's
 literal defaults and the per-environment values a deploy derives. Project names start with "imgtest-" and the ports
 are 18001/18000, so a real deploy on the testbed (llm-staging/llm-production) is never touched by these tests.
 """
@@ -22,7 +22,7 @@ import yaml
 from tests.e2e import harness
 from tests.image.conftest import ROOT, http_get, inspect, run, wait_for
 
-TEMPLATES = ROOT / "ansible/roles/app_deploy/templates"
+TEMPLATES = ROOT / "ansible/roles/release/templates"
 
 
 def _literal_defaults(role: str) -> dict:
@@ -31,9 +31,9 @@ def _literal_defaults(role: str) -> dict:
     return {k: v for k, v in defaults.items() if not (isinstance(v, str) and "{{" in v)}
 
 
-DEFAULTS = {**_literal_defaults("app"), **_literal_defaults("app_deploy")}
-API_PORT = DEFAULTS["app_deploy_container_port"]  # uvicorn's port in the api container (the image's CMD)
-PROXY_PORT = DEFAULTS["app_deploy_proxy_container_port"]
+DEFAULTS = {**_literal_defaults("app"), **_literal_defaults("release")}
+API_PORT = DEFAULTS["release_container_port"]  # uvicorn's port in the api container (the image's CMD)
+PROXY_PORT = DEFAULTS["release_proxy_container_port"]
 STACKS = {"staging": 18001, "production": 18000}
 
 
@@ -47,14 +47,14 @@ def stack_files(env: str, port: int, project: str, image_repository: str, app_di
     variables = dict(
         DEFAULTS,
         app_env=env,
-        app_deploy_compose_project=project,
-        app_deploy_port=port,
-        app_deploy_dir=app_dir,
-        app_deploy_proxy_image=proxy_image,
+        release_compose_project=project,
+        release_port=port,
+        release_dir=app_dir,
+        release_proxy_image=proxy_image,
         image_repository=image_repository,
         app_slots=slots,
         live_color=live_color,
-        app_deploy_env_file=f"{app_dir}/.env.{env}",
+        release_env_file=f"{app_dir}/.env.{env}",
         **extra,
     )
     return {
@@ -183,9 +183,9 @@ def test_both_stacks_serve_side_by_side_through_their_proxies(stacks, built_imag
     [("/api/chat", "ollama"), ("/v1/chat/completions", "openai"), ("/v1/messages", "anthropic")],
 )
 def test_proxy_refuses_a_body_over_the_limit_in_the_route_family_format(stacks, path, family):
-    # nginx's client_max_body_size is the service's MAX_REQUEST_BYTES (app_deploy_max_request_bytes, one variable):
+    # nginx's client_max_body_size is the service's MAX_REQUEST_BYTES (release_max_request_bytes, one variable):
     # a Content-Length over it is refused before a byte of the body is read, in the JSON the family's clients parse.
-    limit = DEFAULTS["app_deploy_max_request_bytes"]
+    limit = DEFAULTS["release_max_request_bytes"]
     with socket.create_connection(("127.0.0.1", stacks["staging"].port), timeout=10) as sock:
         head = f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         sock.sendall(f"{head}Content-Length: {limit + 1}\r\n\r\n".encode())

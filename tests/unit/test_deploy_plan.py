@@ -1,20 +1,22 @@
-"""The deploy's decisions (app_deploy's bluegreen filters, release_history's filters), state by state.
+"""The release's decisions (the release role's filters: filter_plugins/release.py), state by state.
 
-These are the plugins the playbooks call, imported from their role directories; the tasks that carry the plans
-out are exercised for real by molecule and the e2e tier.
+These are the filters the role calls, imported from its directory; the tasks that carry the plans out are exercised
+for real by molecule and the e2e tier.
 """
 
 from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
 
 import pytest
 from ansible.errors import AnsibleFilterError
 
 from tests.role_plugins import ROLES, role_plugin
 
-bluegreen = role_plugin("app_deploy/filter_plugins/bluegreen.py")
-live = role_plugin("app/action_plugins/app_live.py")
-answers = role_plugin("app/action_plugins/app_answers.py")
-history = role_plugin("release_history/filter_plugins/release_history.py")
+release = role_plugin("release/filter_plugins/release.py")
 
 COLORS = ["blue", "green"]
 NOW = "20261202T050000Z"
@@ -39,7 +41,7 @@ def observed(color="", containers=None, proxy_running=True, ready_status=200, se
 
 
 def plan(obs, tag=B, **kwargs):
-    return bluegreen.bluegreen_plan(obs, tag, COLORS, NOW, **kwargs)
+    return release.release_plan(obs, tag, COLORS, NOW, **kwargs)
 
 
 def test_first_deploy_cuts_over_to_blue_and_clears_an_old_layout():
@@ -160,16 +162,16 @@ def test_force_cuts_over_even_when_nothing_changed():
 )
 def test_plan_refuses_incomplete_facts(obs, tag, colors, kwargs, message):
     with pytest.raises(AnsibleFilterError, match=message):
-        bluegreen.bluegreen_plan(obs, tag, colors, NOW, **kwargs)
+        release.release_plan(obs, tag, colors, NOW, **kwargs)
 
 
 def test_a_failed_switch_removes_the_new_colour_only_when_the_old_one_answers_again():
     cut = plan(observed("blue", {"blue": container(A)}))
-    back = bluegreen.bluegreen_switch_failed(cut, back_on_old=True)
+    back = release.release_switch_failed(cut, back_on_old=True)
     assert back == {"remove_new": True, "outcome": f"Restored {A}."}
-    stuck = bluegreen.bluegreen_switch_failed(cut, back_on_old=False)
+    stuck = release.release_switch_failed(cut, back_on_old=False)
     assert stuck["remove_new"] is False and "both colours were kept" in stuck["outcome"]
-    first = bluegreen.bluegreen_switch_failed(plan(observed(), in_sync=None), back_on_old=False)
+    first = release.release_switch_failed(plan(observed(), in_sync=None), back_on_old=False)
     assert first == {"remove_new": True, "outcome": "There was no previous release to restore."}
 
 
@@ -182,8 +184,9 @@ ENTRIES = [
 
 
 def test_last_success_per_environment():
-    assert history.release_history_last_success(ENTRIES) == {"staging": B, "production": A}
-    assert history.release_history_last_success([]) == {}
+    newest = release.release_last_success(ENTRIES)
+    assert {env: record["tag"] for env, record in newest.items()} == {"staging": B, "production": A}
+    assert release.release_last_success([]) == {}
 
 
 def test_the_history_is_parsed_from_slurp_and_a_missing_file_is_empty():
@@ -191,43 +194,41 @@ def test_the_history_is_parsed_from_slurp_and_a_missing_file_is_empty():
     import json
 
     lines = "".join(json.dumps(entry) + "\n" for entry in ENTRIES) + "\n"
-    assert history.release_history_parse({"content": base64.b64encode(lines.encode()).decode()}) == ENTRIES
-    assert history.release_history_parse({"failed": True, "msg": "file not found"}) == []
-    assert history.release_history_parse(None) == []
+    assert release.release_history_parse({"content": base64.b64encode(lines.encode()).decode()}) == ENTRIES
+    assert release.release_history_parse({"failed": True, "msg": "file not found"}) == []
+    assert release.release_history_parse(None) == []
 
 
 def test_rollback_without_a_tag_returns_to_the_previous_successful_release_and_toggles():
-    assert history.release_history_rollback_target(ENTRIES, "staging", running=B) == A
+    assert release.release_rollback_target(ENTRIES, "staging", running=B) == A
     # After that rollback (recorded as a success of A), the next rollback goes back to B.
     after = [*ENTRIES, {"env": "staging", "tag": A, "result": "success"}]
-    assert history.release_history_rollback_target(after, "staging", running=A) == B
+    assert release.release_rollback_target(after, "staging", running=A) == B
 
 
 def test_rollback_with_a_tag_goes_to_that_tag():
-    assert (
-        history.release_history_rollback_target(ENTRIES, "staging", running=B, requested="sha-ddddddd") == "sha-ddddddd"
-    )
+    assert release.release_rollback_target(ENTRIES, "staging", running=B, requested="sha-ddddddd") == "sha-ddddddd"
 
 
 def test_rollback_with_nothing_to_return_to_is_refused_with_the_reason():
     with pytest.raises(
         AnsibleFilterError, match=r"No earlier successful release of production in /h/r.jsonl \(running: sha-a"
     ):
-        history.release_history_rollback_target(ENTRIES, "production", running=A, history_file="/h/r.jsonl")
+        release.release_rollback_target(ENTRIES, "production", running=A, history_file="/h/r.jsonl")
     with pytest.raises(AnsibleFilterError, match=r"running: nothing"):
-        history.release_history_rollback_target([], "staging", running="")
+        release.release_rollback_target([], "staging", running="")
 
 
 def test_successful_tags_of_an_environment_once_each_oldest_first():
     again = [*ENTRIES, {"env": "staging", "tag": A, "result": "success"}]
-    assert history.release_history_successes(again, "staging") == [A, B]
-    assert history.release_history_successes(ENTRIES, "production") == [A]
+    assert release.release_successes(again, "staging") == [A, B]
+    assert release.release_successes(ENTRIES, "production") == [A]
 
 
 def test_images_kept_are_the_newest_distinct_successful_tags_of_any_environment():
-    assert history.release_history_keep(ENTRIES, 5) == [B, A]
-    assert history.release_history_keep(ENTRIES, 1) == [B]
-    assert history.release_history_keep([], 3) == []
+    assert release.release_keep(ENTRIES, 5) == [B, A]
+    assert release.release_keep(ENTRIES, 1) == [B]
+    assert release.release_keep([], 3) == []
 
 
 def _listed(service: str, state: str = "running", status: str = "Up 3 minutes (healthy)", tag: str = "") -> dict:
@@ -245,8 +246,8 @@ def test_live_state_from_what_the_host_shows():
         _listed("proxy", status="Up 5 minutes"),
     ]
     conf = "server {\n        set $api_color green;\n}"
-    answers = {"answered": True, "status": "200", "served_color": "green", "detail": "HTTP 200 from green"}
-    state = live.app_live_state(listed, conf, answers, COLORS)
+    reply = {"status": 200, "x_api_color": "green", "content": '{"status":"ready"}'}
+    state = release.release_live_state(listed, conf, reply, COLORS)
     assert state["color"] == "green" and state["tag"] == B and state["release"] == f"r-{B}"
     assert state["containers"] == {
         "blue": {"tag": A, "release": f"r-{A}", "running": False, "health": "none"},
@@ -264,49 +265,52 @@ def test_live_state_reads_each_health_docker_reports():
         ("Up 1 minute (unhealthy)", "unhealthy"),
         ("Up 1 minute", "none"),
     ]:
-        state = live.app_live_state([_listed("api-blue", status=status, tag=A)], "set $api_color blue;", {}, COLORS)
+        state = release.release_live_state(
+            [_listed("api-blue", status=status, tag=A)], "set $api_color blue;", {}, COLORS
+        )
         assert state["containers"]["blue"]["health"] == health, status
 
 
 def test_live_state_of_an_environment_never_deployed():
-    state = live.app_live_state([], "", {"answered": False, "status": -1, "served_color": ""}, COLORS)
+    refused = {"status": -1, "msg": "Status code was -1: Request failed: refused"}
+    state = release.release_live_state([], "", refused, COLORS)
     assert state == {
         "color": "", "containers": {}, "proxy_running": False, "answered": False, "ready_status": -1,
-        "served_color": "", "ready_detail": "", "tag": "", "release": "", "idle": [],
+        "served_color": "", "ready_detail": "HTTP -1 from no colour " + refused["msg"], "tag": "", "release": "",
+        "idle": [],
     }  # fmt: skip
 
 
 def test_proxy_color_is_read_from_the_line_the_template_writes():
-    template = (ROLES / "app_deploy" / "templates" / "nginx.conf.j2").read_text()
-    assert "set $api_color {{ live_color }};" in template  # the line app_proxy_color reads back
-    assert live.app_proxy_color("        set $api_color blue;\n") == "blue"
-    assert live.app_proxy_color("# set $api_color blue; in a comment\n") == ""
-    assert live.app_proxy_color(None) == ""
+    template = (ROLES / "release" / "templates" / "nginx.conf.j2").read_text()
+    assert "set $api_color {{ live_color }};" in template  # the line release_proxy_color reads back
+    assert release.release_proxy_color("        set $api_color blue;\n") == "blue"
+    assert release.release_proxy_color("# set $api_color blue; in a comment\n") == ""
+    assert release.release_proxy_color(None) == ""
 
 
 def test_ready_is_answered_only_by_a_200_from_the_colour_asked():
     # What ansible.builtin.uri returns on the host: headers as lower-case keys, status -1 when nothing answered.
     ok = {"status": 200, "x_api_color": "blue", "content": '{"status":"ready"}'}
-    assert answers.ready_answer(ok, "blue") == {
+    assert release.release_ready_answer(ok, "blue") == {
         "answered": True, "status": 200, "served_color": "blue", "detail": 'HTTP 200 from blue {"status":"ready"}',
     }  # fmt: skip
-    other = answers.ready_answer(ok, "green")
+    other = release.release_ready_answer(ok, "green")
     assert not other["answered"] and other["served_color"] == "blue", "nginx still sends to the old colour"
-    starting = answers.ready_answer({"status": 503, "x_api_color": "green", "content": "x" * 500}, "green")
+    starting = release.release_ready_answer({"status": 503, "x_api_color": "green", "content": "x" * 500}, "green")
     assert not starting["answered"] and starting["status"] == 503 and len(starting["detail"]) < 240
     refused = {"status": -1, "failed": True, "msg": "Status code was -1 and not [200]: Request failed: refused"}
-    nothing = answers.ready_answer(refused, "")
+    nothing = release.release_ready_answer(refused, "")
     assert (nothing["answered"], nothing["status"], nothing["served_color"]) == (False, -1, "")
     assert nothing["detail"] == "HTTP -1 from no colour " + refused["msg"], "the message says why"
 
 
-preflight = role_plugin("preflight/filter_plugins/preflight.py")
 ENVS = {"staging": {}, "production": {}}
 TAGS = "^sha-[0-9a-f]{7,40}$"
 
 
 def problems(app_env="staging", repo="ghcr.io/o/llm", tag="sha-1234567", mode="deploy", channels=()):
-    return preflight.preflight_problems(app_env, ENVS, repo, tag, mode, TAGS, list(channels))
+    return release.release_input_problems(app_env, ENVS, repo, tag, mode, TAGS, list(channels))
 
 
 def test_preflight_accepts_good_inputs_and_names_each_bad_one():
@@ -327,67 +331,144 @@ def test_preflight_accepts_good_inputs_and_names_each_bad_one():
     assert len(problems(app_env="qa", repo=None, tag="x")) == 3
 
 
-registry = role_plugin("preflight/action_plugins/registry_tag.py")
-
-
 def test_registry_bearer_challenge_and_token_url_as_ghcr_sends_them():
     # ghcr.io's answer to an anonymous or basic-auth HEAD on a private manifest.
     header = 'Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:o/llm:pull"'
-    challenge = registry.bearer_challenge(header)
+    challenge = release.bearer_challenge(header)
     assert challenge == {"realm": "https://ghcr.io/token", "service": "ghcr.io", "scope": "repository:o/llm:pull"}
     assert (
-        registry.token_url(challenge, "o/llm")
+        release.release_registry_token_url({"status": 401, "www_authenticate": header}, "o/llm")
         == "https://ghcr.io/token?service=ghcr.io&scope=repository%3Ao/llm%3Apull"
     )
-    assert registry.bearer_challenge('Basic realm="registry"') is None, "plain registries: basic auth was the answer"
-    assert registry.bearer_challenge(None) is None and registry.bearer_challenge("") is None
+    assert release.bearer_challenge('Basic realm="registry"') is None, "plain registries: basic auth was the answer"
+    assert release.release_registry_token_url({"status": 404, "www_authenticate": header}, "o/llm") == ""
+    assert release.release_registry_token_url({"status": 401, "www_authenticate": 'Basic realm="r"'}, "o/llm") == ""
+    assert release.release_registry_token_url({"status": 200}, "o/llm") == ""
+    assert release.bearer_challenge(None) is None and release.bearer_challenge("") is None
 
 
 def test_registry_detail_names_the_answer_and_never_the_credentials():
-    assert registry.registry_detail(200, "", "http://127.0.0.1:5000") == "present"
-    assert registry.registry_detail(401, "", "https://ghcr.io") == "credentials rejected (HTTP 401)"
-    assert registry.registry_detail(404, "", "https://ghcr.io") == "no such tag (HTTP 404)"
+    assert release.release_registry_detail(200, "", "http://127.0.0.1:5000") == "present"
+    assert release.release_registry_detail(401, "", "https://ghcr.io") == "credentials rejected (HTTP 401)"
+    assert release.release_registry_detail(404, "", "https://ghcr.io") == "no such tag (HTTP 404)"
     refused = (
         "Status code was -1 and not [200, 401, 404]: Request failed: <urlopen error https://bot:s3cret@ghcr.io/v2/>"
     )
-    detail = registry.registry_detail(-1, refused, "https://ghcr.io")
+    detail = release.release_registry_detail(-1, refused, "https://ghcr.io")
     assert detail.startswith("registry https://ghcr.io did not answer: Status code was -1")
     assert "s3cret" not in detail and "bot" not in detail and "://***@ghcr.io" in detail
 
 
-stack_status = role_plugin("stack_status/filter_plugins/stack_status.py")
-
-
 def test_a_stack_is_healthy_only_when_its_live_colour_runs_the_last_release_and_answers():
     listed = [_listed("api-green", tag=B), _listed("proxy")]
-    answered = {"answered": True, "status": 200, "served_color": "green"}
-    live_state = live.app_live_state(listed, "set $api_color green;", answered, COLORS)
-    row = stack_status.stack_status_row(live_state, B)
+    answered = {"status": 200, "x_api_color": "green"}
+    live_state = release.release_live_state(listed, "set $api_color green;", answered, COLORS)
+    row = release.release_status_row(live_state, B)
     assert row["healthy"] and (row["color"], row["tag"], row["health"], row["ready"]) == ("green", B, "healthy", True)
-    assert not stack_status.stack_status_row(live_state, A)["healthy"], "another tag than the last release is drift"
-    other_colour = live.app_live_state(listed, "set $api_color green;", {**answered, "answered": False}, COLORS)
-    assert not stack_status.stack_status_row(other_colour, B)["healthy"], "nginx has not loaded its file"
+    assert not release.release_status_row(live_state, A)["healthy"], "another tag than the last release is drift"
+    other_colour = release.release_live_state(
+        listed, "set $api_color green;", {**answered, "x_api_color": "blue"}, COLORS
+    )
+    assert not release.release_status_row(other_colour, B)["healthy"], "nginx has not loaded its file"
     sick = [_listed("api-green", status="Up 1 minute (unhealthy)", tag=B), _listed("proxy")]
-    assert not stack_status.stack_status_row(live.app_live_state(sick, "set $api_color green;", answered, COLORS), B)[
-        "healthy"
-    ]
-    nothing = stack_status.stack_status_row(live.app_live_state([], "", {}, COLORS), "")
+    assert not release.release_status_row(
+        release.release_live_state(sick, "set $api_color green;", answered, COLORS), B
+    )["healthy"]
+    nothing = release.release_status_row(release.release_live_state([], "", {}, COLORS), "")
     assert (nothing["healthy"], nothing["color"], nothing["health"]) == (False, "-", "absent")
 
 
 def test_stack_models_are_the_allowed_and_embedding_models_of_its_env_file():
     text = "# comment\nMODEL_NAME=llama3.2:1b\nALLOWED_MODELS=llama3.2:1b,qwen2.5\nEMBED_MODEL_NAME=all-minilm\n"
-    assert stack_status.stack_models(text) == ["llama3.2:1b", "qwen2.5:latest", "all-minilm:latest"]
-    assert stack_status.stack_models("") == []  # a stack never deployed
+    assert release.release_stack_models(text) == ["llama3.2:1b", "qwen2.5:latest", "all-minilm:latest"]
+    assert release.release_stack_models("") == []  # a stack never deployed
 
 
 def test_models_over_limit_warns_naming_the_models_and_the_limit():
     same = {"production": ["llama3.2:1b", "all-minilm"], "staging": ["llama3.2:1b", "all-minilm:latest"]}
-    assert stack_status.models_over_limit(same, "") == ""  # two distinct models, Ollama's default keeps 3
-    assert stack_status.models_over_limit(same, "2") == ""
-    warning = stack_status.models_over_limit(same, 1)
+    assert release.release_models_over_limit(same, "") == ""  # two distinct models, Ollama's default keeps 3
+    assert release.release_models_over_limit(same, "2") == ""
+    warning = release.release_models_over_limit(same, 1)
     assert "2 models" in warning and "keeps 1 at once" in warning and "production: llama3.2:1b, all-minilm" in warning
     apart = {"production": ["llama3.2:1b", "all-minilm"], "staging": ["qwen2.5:0.5b", "nomic-embed-text"]}
-    warning = stack_status.models_over_limit(apart, "")
+    warning = release.release_models_over_limit(apart, "")
     assert "4 models" in warning and "keeps 3 at once (OLLAMA_MAX_LOADED_MODELS default)" in warning
     assert "staging: qwen2.5:0.5b, nomic-embed-text" in warning
+
+
+def test_paths_of_a_stack_are_one_directory_per_environment():
+    assert release.release_paths("/Users/deploy/local-llm-server", "staging") == {
+        "dir": "/Users/deploy/local-llm-server/staging",
+        "compose_file": "/Users/deploy/local-llm-server/staging/compose.yml",
+        "env_file": "/Users/deploy/local-llm-server/staging/.env.staging",
+        "proxy_dir": "/Users/deploy/local-llm-server/staging/proxy",
+        "proxy_conf": "/Users/deploy/local-llm-server/staging/proxy/nginx.conf",
+    }
+
+
+def test_a_ci_run_holds_the_lock_by_its_run_id_else_by_controller_and_pid():
+    assert release.release_lock_holder_id("8812345678", "runner-1", 4242) == "8812345678"
+    assert release.release_lock_holder_id("", "laptop", " 4242\n") == "laptop:4242"
+
+
+def test_only_a_gone_run_of_this_controller_is_a_dead_holder():
+    holder = {"id": "laptop:4242", "controller": "laptop", "controller_pid": "4242"}
+    gone, alive = (lambda pid: False), (lambda pid: True)
+    assert release.release_lock_dead_holders(holder, "laptop", "laptop:5000", gone) == ["laptop:4242"]
+    assert release.release_lock_dead_holders(holder, "laptop", "laptop:5000", alive) == []
+    # Another controller's pid says nothing here; our own id is re-taken by the module, never broken.
+    assert release.release_lock_dead_holders(holder, "ci-runner", "ci-runner:1", gone) == []
+    assert release.release_lock_dead_holders(holder, "laptop", "laptop:4242", gone) == []
+    assert release.release_lock_dead_holders({}, "laptop", "laptop:5000", gone) == []
+    assert release.release_lock_dead_holders({**holder, "controller_pid": ""}, "laptop", "laptop:5000", gone) == []
+    # As the task passes it: slurp's result for holder.json, or a failed slurp (no lock).
+    slurped = {"content": base64.b64encode(json.dumps(holder).encode()).decode()}
+    assert release.release_lock_dead_holders(slurped, "laptop", "laptop:5000", gone) == ["laptop:4242"]
+    assert release.release_lock_dead_holders({"failed": True, "msg": "not found"}, "laptop", "l:1", gone) == []
+
+
+def test_a_pid_is_alive_while_its_process_exists():
+    assert release.pid_alive(os.getpid())
+    child = subprocess.Popen(["true"])
+    child.wait()
+    assert not release.pid_alive(child.pid)
+
+
+TAGS_REPLY = {
+    "status": 200,
+    "json": {
+        "models": [
+            {"name": "llama3.2:1b", "model": "llama3.2:1b", "digest": "a" * 64, "size": 1},
+            {"name": "all-minilm:latest", "model": "all-minilm:latest", "digest": "b" * 64, "size": 2},
+        ]
+    },
+}
+
+
+def test_served_models_are_the_names_and_digests_the_release_lists():
+    assert release.release_served_models(TAGS_REPLY) == [
+        {"name": "llama3.2:1b", "digest": "a" * 64},
+        {"name": "all-minilm:latest", "digest": "b" * 64},
+    ]
+    assert release.release_served_models({"status": -1, "msg": "refused"}) == []
+    assert release.release_served_models(None) == []
+
+
+def test_a_model_pulled_again_or_removed_under_a_release_is_named():
+    recorded = release.release_served_models(TAGS_REPLY)
+    assert release.release_models_changed(recorded, recorded) == []
+    pulled = [{"name": "llama3.2:1b", "digest": "c" * 64}, {"name": "all-minilm", "digest": "b" * 64}]
+    (change,) = release.release_models_changed(recorded, pulled)
+    assert change == f"llama3.2:1b changed under the release: digest {'a' * 12} then, {'c' * 12} now"
+    (gone,) = release.release_models_changed(recorded, recorded[:1])
+    assert gone.startswith("all-minilm:latest is gone from Ollama")
+    assert release.release_models_changed([], pulled) == [], "a record without models says nothing"
+
+
+def test_model_changes_per_environment_skip_a_stack_that_does_not_answer():
+    last = {"staging": {"tag": A, "models": [{"name": "llama3.2:1b", "digest": "0" * 64}]}, "production": {"tag": B}}
+    replies = [TAGS_REPLY, TAGS_REPLY]
+    changes = release.release_models_changes(["staging", "production"], last, replies)
+    assert list(changes) == ["staging"] and "llama3.2:1b changed" in changes["staging"][0]
+    down = release.release_models_changes(["staging"], last, [{"status": -1}])
+    assert down == {}, "a stack that does not answer is the health report's to name"

@@ -21,21 +21,14 @@ ROLES = ROOT / "ansible" / "roles"
 
 # role (entry point) -> one bad input, and what Ansible's refusal must say.
 BAD_INPUTS = {
-    ("app", "live"): ({}, "missing required arguments: app_live_env"),
-    ("app_deploy", "main"): ({"app_env": "staging", "app_deploy_gate_timeout": "soon"}, "app_deploy_gate_timeout"),
-    ("preflight", "main"): ({"preflight_mode": "upgrade"}, "preflight_mode"),
+    ("release", "main"): ({"app_env": "staging", "release_gate_timeout": "soon"}, "release_gate_timeout"),
+    ("release", "status"): ({"release_status_fail": "sometimes"}, "release_status_fail"),
     ("access", "main"): ({"access_tailscale": "perhaps"}, "access_tailscale"),
     ("ollama", "main"): ({"ollama_kv_cache_type": "q2_k"}, "ollama_kv_cache_type"),
     ("cloudflared", "main"): ({"app_environments": "staging"}, "app_environments"),
     ("docker_runtime", "check"): ({"docker_runtime_min_free_gib": "lots"}, "docker_runtime_min_free_gib"),
     ("ollama", "check"): ({"ollama_pull": "maybe"}, "ollama_pull"),
     ("cloudflared", "check"): ({"cloudflared_min_connections": "many"}, "cloudflared_min_connections"),
-    ("deploy_lock", "main"): ({"app_env": "staging", "deploy_lock_wait": "forever"}, "deploy_lock_wait"),
-    ("release_history", "record"): (
-        {"app_env": "staging", "release_history_result": "partly"},
-        "release_history_result",
-    ),
-    ("stack_status", "main"): ({"stack_status_fail": "sometimes"}, "stack_status_fail"),
 }
 
 

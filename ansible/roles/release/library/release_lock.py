@@ -2,7 +2,8 @@
 """Ansible module: a per-environment deploy lock on the host, taken with an atomic mkdir.
 
 Why a module: the lock must be atomic (mkdir succeeds for exactly one caller), must wait with a deadline, must
-break a stale lock, and must name its holder when it gives up. Shell + retries would spread that over five tasks.
+break a stale lock, and must name its holder when it gives up: stateful logic that belongs in tested Python. It runs
+on the host (the Mac's /usr/bin/python3 is Command Line Tools' 3.9), so it stays 3.9-compatible.
 Lessons from Kamal (basecamp/kamal lib/kamal/commands/lock.rb: `mkdir` plus a details file): a lock needs an owner
 and an expiry; a cancelled CI run can leave one stuck for weeks.
 """
@@ -17,7 +18,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 DOCUMENTATION = r"""
-module: deploy_lock
+module: release_lock
 short_description: Take or release a per-environment deploy lock (atomic mkdir + holder file)
 description:
   - C(state=acquired) creates the directory I(path) atomically and writes C(holder.json) into it.
@@ -39,6 +40,37 @@ options:
     elements: str
     default: []
 author: local-llm-server
+"""
+
+EXAMPLES = r"""
+- name: Take the deploy lock
+  release_lock:
+    path: /Users/deploy/local-llm-server/state/locks/staging.lock
+    holder_id: "laptop:4242"
+    holder: {actor: alice@laptop, tag: sha-abc1234, env: staging}
+    wait: 120
+  register: release_lock_taken
+
+- name: Release the deploy lock
+  release_lock:
+    path: /Users/deploy/local-llm-server/state/locks/staging.lock
+    state: released
+    holder_id: "laptop:4242"
+"""
+
+RETURN = r"""
+holder:
+  description: The holder's details as written to holder.json (acquired), or the other holder's (released, not ours).
+  returned: when acquired, or when the lock is someone else's
+  type: dict
+waited_for:
+  description: The holder this run waited for before it got the lock, or null when it did not wait.
+  returned: when acquired
+  type: str
+released:
+  description: Whether this run removed the lock.
+  returned: when released
+  type: bool
 """
 
 HOLDER_FILE = "holder.json"

@@ -1,4 +1,5 @@
-"""After app_deploy: the stack serves the tag on its loopback port, files are private, history recorded."""
+"""After the release role: the stack serves the tag on its loopback port, its files are private, the release is
+recorded in full, the lock is released, and images no release needs are pruned."""
 
 import json
 import os
@@ -34,8 +35,25 @@ def test_files_are_private(host):
     assert "credsStore" not in host.file(f"{HOME_DIR}/docker-config/config.json").content_string
 
 
-def test_release_recorded(host):
+def test_release_recorded_in_full(host):
+    tag = os.environ["MOLECULE_IMAGE_TAG"]
     lines = host.file(f"{HOME_DIR}/state/releases.jsonl").content_string.splitlines()
-    entry = json.loads(lines[-1])
-    assert (entry["env"], entry["tag"], entry["result"]) == ("staging", os.environ["MOLECULE_IMAGE_TAG"], "success")
     assert len(lines) == 1, "the idempotence run must not record a second release"
+    entry = json.loads(lines[-1])
+    assert (entry["env"], entry["tag"], entry["result"], entry["action"]) == ("staging", tag, "success", "deploy")
+    inspect = "docker inspect molecule-deploy-api-blue-1 --format '{{json .Config.Labels}}'"
+    labels = json.loads(host.check_output(inspect))
+    assert entry["release"] == labels["io.local-llm-server.release"] and entry["release"].endswith(f"-{tag}")
+    assert entry["digest"].startswith("sha256:") and entry["actor"] and entry["cause"] == ""
+    # The models the release serves, with Ollama's digests, as its own /api/tags listed them.
+    assert entry["models"] and all(m["name"] and m["digest"] for m in entry["models"]), entry["models"]
+
+
+def test_lock_released(host):
+    assert not host.file(f"{HOME_DIR}/state/locks/staging.lock").exists
+
+
+def test_images_no_release_needs_are_pruned(host):
+    repository = json.loads(host.check_output("docker inspect molecule-deploy-api-blue-1"))[0]["Config"]["Image"]
+    tags = host.check_output(f"docker images {repository.rsplit(':', 1)[0]} --format '{{{{.Tag}}}}'").split()
+    assert "sha-0000000" not in tags and os.environ["MOLECULE_IMAGE_TAG"] in tags
