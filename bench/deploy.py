@@ -7,8 +7,7 @@ Measures, on the staging stack of the testbed:
   3. a rollback to the previous release;
   4. seconds without a 200 from /health while (1) runs, probing at 20 requests/s;
   5. failed probe requests while a broken image (starts, never ready) is refused;
-then 1-3 again with Ansible's own strategy instead of Mitogen's (ANSIBLE_STRATEGY=linear), then 1-3 again on a
-stack of its own, by hand: the same steps as one shell script over one SSH session
+then 1-3 again on a stack of its own, by hand: the same steps as one shell script over one SSH session
 (bench/direct.py), and what ansible-playbook costs here before any task's own work (bench/floor.py: an empty play,
 and what one task result adds), which gives each run's floor with its current task list.
 Prints each run's time (a measurement: deploys have no speed target) and whether any probe failed (none may: a
@@ -69,15 +68,6 @@ def main() -> None:
     if refused.returncode == 0:
         sys.exit("bench-deploy: the broken image was deployed?!")
 
-    # ansible.cfg runs the plays with Mitogen's strategy, which ansible-core deprecates (third-party strategy
-    # plugins): the same three runs with Ansible's own, so whether Mitogen still earns its place is measured here.
-    print("bench-deploy: the same runs with Ansible's own strategy (ANSIBLE_STRATEGY=linear) ...", file=sys.stderr)
-    linear = {**ansible.base_env, "ANSIBLE_STRATEGY": "linear"}
-    forget_unless_in_use(env, second)
-    linear_new_tag = must(ansible.deploy("staging", second, env=linear), "new-tag deploy (linear)")
-    linear_rerun = must(ansible.deploy("staging", second, env=linear), "no-change rerun (linear)")
-    linear_rollback = must(ansible.rollback("staging", env=linear), "rollback (linear)")
-
     print("bench-deploy: the same steps by hand (bench/direct.py) ...", file=sys.stderr)
     by_hand = direct.DirectStack(env, env["IMAGE_REPOSITORY"], env["PROXY_IMAGE"])
     try:
@@ -135,20 +125,10 @@ def main() -> None:
         f"| unavailable during the direct new-tag deploy | | {direct_probe.unavailable_seconds:.2f} s "
         f"({direct_probe.failures}/{len(direct_probe.results)} failed) | | | |"
     )
-    print("\nWith Mitogen's strategy (ansible.cfg) and Ansible's own (ANSIBLE_STRATEGY=linear), one after the other\n")
-    print("| measure | Mitogen | linear | linear / Mitogen |")
-    print("|---|---|---|---|")
-    for name, with_mitogen, without in (
-        ("new-tag deploy", new_tag, linear_new_tag),
-        ("no-change rerun", rerun, linear_rerun),
-        ("rollback to previous", rollback, linear_rollback),
-    ):
-        ratio = without.seconds / with_mitogen.seconds
-        print(f"| {name} | {with_mitogen.seconds:.1f} s | {without.seconds:.1f} s | {ratio:.2f} x |")
     print(f"\nansible-playbook's own costs here (bench/floor.py, median of {floor.RUNS} runs of each play)\n")
     print("| cost | seconds |")
     print("|---|---|")
-    print(f"| empty play (start, Mitogen connection, facts) | {costs.empty:.2f} |")
+    print(f"| empty play (start, SSH connection, facts) | {costs.empty:.2f} |")
     print(f"| one controller-only task result (an assert) | {costs.controller_task:.3f} |")
     print(f"| one module task result (a ping) | {costs.module_task:.3f} |")
     print(f"| an empty SSH session (left out of the direct path's work) | {costs.ssh_session:.2f} |")

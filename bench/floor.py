@@ -1,7 +1,7 @@
 """What ansible-playbook costs on this machine before any task's own work, for bench/deploy.py.
 
 Three plays with deploy.yml's header (hosts, facts), run through scripts/playbook.py like every playbook here:
-  - empty: one debug task: ansible-playbook's start, the Mitogen connection and the facts;
+  - empty: one debug task: ansible-playbook's start, the SSH connection and the facts;
   - controller: the same plus TASKS asserts (task results that never reach the host: assert, set_fact, include_*,
     validate_argument_spec, skipped tasks, ...);
   - module: the same plus TASKS pings (the smallest module call: one round trip to the host's Python, no work).

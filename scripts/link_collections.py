@@ -1,12 +1,9 @@
 """`make venv`: link the collections the playbooks use (ansible/requirements.yml) where ansible.cfg looks for them.
 
-The PyPI package `ansible` installs about a hundred collections into site-packages; the playbooks use one. Mitogen
-lists every installed collection for each task whose module lives in a collection, in each forked worker
-(mitogen-hq/mitogen ansible_mitogen/planner.py, `_load_collections` in 0.3.54, calls
-ansible.collections.list.list_collection_dirs), which reads every collection's meta/runtime.yml: about 0.06 s per
-community.docker task on the 2-core testbed, ~1 s per deploy (make bench-deploy). ansible.cfg therefore sets
-`collections_scan_sys_path = False` and a `collections_path` that holds only links to the collections named in
-ansible/requirements.yml, at the versions it pins (a mismatch fails here, by name).
+The PyPI package `ansible` installs about a hundred collections into site-packages; the playbooks use one. So that
+the plays see exactly the collections ansible/requirements.yml names, at the versions it pins (a newer one the
+`ansible` package brings cannot slip in unnoticed), ansible.cfg sets `collections_scan_sys_path = False` and a
+`collections_path` that holds only links to those (a version mismatch fails here, by name).
 
     python -m scripts.link_collections     # run with ANSIBLE_CONFIG=ansible/ansible.cfg (the Makefile exports it)
 """

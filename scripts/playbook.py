@@ -2,7 +2,7 @@
 
 One place that runs ansible-playbook: `make deploy|verify|rollback` (`python -m scripts.playbook PLAYBOOK ARGS`),
 the e2e harness, `make demo` and `make bench-deploy`. ARGS are ansible-playbook's own (`-i inventories/staging -e
-image_tag=...`), passed through unchanged; ansible/ansible.cfg (and so Mitogen's strategy) always applies.
+image_tag=...`), passed through unchanged; ansible/ansible.cfg always applies.
 
     result = run("ansible/verify.yml", "-i", "inventories/local", on_event=ProgressPrinter())
     result.status, result.rc     # ansible-runner's status (successful|failed|timeout|canceled), ansible's exit code
@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ANSIBLE_CFG = ROOT / "ansible" / "ansible.cfg"
 ARTIFACTS = ROOT / ".artifacts" / "ansible"  # git-ignored; the deploy workflows upload it
 EVENTS_FILE, STATS_FILE = "events.jsonl", "stats.json"
-# The ansible-playbook of the Python running this module (the venv's), which ansible-runner and Mitogen match.
+# The ansible-playbook of the Python running this module (the venv's), which ansible-runner's Python API matches.
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 
 # Set for every run, whatever the caller's environment says. The pty ansible-runner gives ansible-playbook would

@@ -64,7 +64,7 @@ def test_ssh_setup_gives_a_working_pinned_connection(testbed, tmp_path):
 
 @pytest.mark.parametrize("pin", ["another-key", "nothing"])
 def test_playbooks_refuse_a_host_key_that_is_not_pinned(ansible, testbed, tmp_path, pin):
-    # Through ansible-playbook itself (Mitogen's SSH, ansible.cfg's host_key_checking): a mismatching or unknown
+    # Through ansible-playbook itself (its SSH, ansible.cfg's host_key_checking): a mismatching or unknown
     # host key ends the run before any task, and nothing gets written into the known_hosts file.
     if pin == "another-key":
         known_hosts = pin_another_host_key(testbed, tmp_path)

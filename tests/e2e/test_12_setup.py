@@ -156,7 +156,7 @@ def test_a_wrong_admin_password_is_refused_and_not_shown(first_setup, testbed):
     wrong = "not-the-password-4f1c"
     refused = ansible.run("setup.yml", env=setup_env(ansible, testbed, MAC_ADMIN_PASSWORD=wrong))
     assert refused.returncode != 0
-    # Mitogen says "sudo password is incorrect", Ansible's own strategy "Incorrect sudo password".
+    # Ansible says "Incorrect sudo password" (other connection plugins word it "sudo password is incorrect").
     said = flat(refused.output).lower()
     assert "sudo password" in said and "incorrect" in said, refused.output[-3000:]
     assert wrong not in refused.output

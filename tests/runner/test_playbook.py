@@ -1,6 +1,6 @@
 """scripts/playbook.py runs real playbooks through ansible-runner; everything is read back from its events.
 
-Each test runs ansible-playbook for real (ansible/ansible.cfg, Mitogen's strategy) against the controller itself
+Each test runs ansible-playbook for real (ansible/ansible.cfg) against the controller itself
 (tests/runner/inventory.yml: ansible_connection=local), through the Python API or the CLI the Makefile calls.
 Nothing is mocked.
 """
@@ -72,7 +72,7 @@ def test_a_passing_play_reports_stats_changes_and_durations(artifacts):
     ]
     assert result.failures == [] and result.changed == 1
     # Durations are the callback's per-host timings: the half-second sleep took at least that long; slowest()
-    # orders them (the first module task also carries Mitogen's start-up).
+    # orders them.
     seconds = {task.task: task.seconds for task in result.tasks}
     assert seconds["Take a while"] >= 0.5 and all(value >= 0 for value in seconds.values())
     assert [task.seconds for task in result.slowest(6)] == sorted(seconds.values(), reverse=True)
@@ -190,25 +190,10 @@ def module_pids(result: PlaybookResult) -> list[str]:
     return [e["event_data"]["res"]["stdout"] for e in result.events if e["event"] == "runner_on_ok"]
 
 
-def test_mitogen_runs_the_tasks_unless_the_strategy_is_linear(artifacts):
-    mitogen = run("pids.yml", artifacts=artifacts)
-    linear = run("pids.yml", artifacts=artifacts, env={**os.environ, "ANSIBLE_STRATEGY": "linear"})
-    assert mitogen.rc == 0 and linear.rc == 0
-    # ansible.cfg's mitogen_linear: one interpreter per host runs every module; linear: a new one per task.
-    first, second = module_pids(mitogen)
-    assert first == second, "Mitogen's strategy was not used"
-    first, second = module_pids(linear)
-    assert first != second, "ANSIBLE_STRATEGY=linear was not honoured"
-    # ansible-core warns about the third-party strategy, only when it is in use.
-    warned = [e for e in mitogen.events if "strategy plugins not included" in e.get("stdout", "")]
-    assert warned and not [e for e in linear.events if "strategy plugins not included" in e.get("stdout", "")]
-
-
-@pytest.mark.parametrize("strategy", ["mitogen_linear", "linear"])
-def test_no_task_gets_a_terminal_to_wait_on(artifacts, strategy):
+def test_no_task_gets_a_terminal_to_wait_on(artifacts):
     # ansible-runner runs ansible-playbook on a pty; anything asking on /dev/tty there (ssh about an unknown host
     # key) would wait for an answer nobody sees. Without a controlling terminal it fails at once, as in CI.
-    result = run("terminal.yml", artifacts=artifacts, env={**os.environ, "ANSIBLE_STRATEGY": strategy})
+    result = run("terminal.yml", artifacts=artifacts)
     assert result.rc == 0, result.output
     assert [e["event_data"]["res"]["stdout"] for e in result.events if e["event"] == "runner_on_ok"] == ["none"]
 
@@ -360,8 +345,8 @@ def process_table() -> dict[int, tuple[int, str, str]]:
 
 class ProcessTree:
     """The processes a test's run started, below `root`, seen while its task runs: what a SIGKILL or a cancel
-    leaves behind (a killed ansible-playbook's task worker and Mitogen's processes outlive it, as without
-    ansible-runner) is ended afterwards, so that the tests leave nothing running on a shared machine."""
+    leaves behind (a killed ansible-playbook's task worker outlives it, as without ansible-runner) is ended
+    afterwards, so that the tests leave nothing running on a shared machine."""
 
     def __init__(self, root: int) -> None:
         self.root, self.seen = root, {}

@@ -102,11 +102,9 @@ def test_the_roles_refuse_a_bad_input_with_their_own_message(tmp_path):
     ]
     playbook = tmp_path / "bad_inputs.yml"
     playbook.write_text(yaml.safe_dump(play, sort_keys=False))
-    # Ansible's own strategy: argument validation does not depend on it, and a local connection needs no Mitogen.
     env = {
         **os.environ,
         "ANSIBLE_CONFIG": str(ROOT / "ansible" / "ansible.cfg"),
-        "ANSIBLE_STRATEGY": "linear",
         "ANSIBLE_NOCOLOR": "1",
     }
     ansible_playbook = Path(sys.executable).with_name("ansible-playbook")
